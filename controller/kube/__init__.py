@@ -1,0 +1,1 @@
+"""Talking to the Kubernetes API: client construction, raw JSON calls, error translation."""

@@ -1,0 +1,276 @@
+"""Every Prometheus metric of the controller process, in one catalog.
+
+Guarantees:
+
+* this module is the only place that creates metrics; everything is registered in
+  :data:`REGISTRY` (not the global default registry), which ``/metrics`` serves;
+* ``_created`` series are disabled (:func:`prometheus_client.disable_created_metrics`);
+* every label series whose values are known in advance is created at zero when its owner
+  is created (a queue, a controller, an informer, a supervised task), so rates and alerts
+  work from the first scrape;
+* the helpers below are the *only* way other modules touch metrics; they take plain
+  values, so lower layers (queue, cache) depend on small protocols, not on Prometheus.
+
+Catalog (add new metrics to the table and to the section that owns them):
+
+=============================================== ========= ============================
+name                                            type      labels
+=============================================== ========= ============================
+workqueue_depth                                 gauge     name
+workqueue_adds_total                            counter   name
+workqueue_queue_duration_seconds                histogram name
+workqueue_work_duration_seconds                 histogram name
+workqueue_unfinished_work_seconds               gauge     name (computed at scrape)
+workqueue_longest_running_processor_seconds     gauge     name (computed at scrape)
+workqueue_retries_total                         counter   name
+controller_runtime_reconcile_total              counter   controller, result
+controller_runtime_reconcile_errors_total       counter   controller
+controller_runtime_terminal_reconcile_errors_total counter controller
+controller_runtime_reconcile_unexpected_errors_total counter controller
+controller_runtime_reconcile_time_seconds       histogram controller
+controller_runtime_active_workers               gauge     controller
+controller_runtime_max_concurrent_reconciles    gauge     controller
+informer_events_total                           counter   resource, type
+informer_lists_total                            counter   resource, reason
+informer_watch_restarts_total                   counter   resource, reason
+informer_synced                                 gauge     resource
+informer_objects                                gauge     resource
+leader_election_master_status                   gauge     name
+supervisor_task_restarts_total                  counter   task
+rest_client_requests_total                      counter   method, code
+rest_client_rate_limiter_wait_seconds           histogram method
+process_* (resident memory, CPU, fds)           ...       (prometheus ProcessCollector)
+=============================================== ========= ============================
+
+``result`` of a reconcile is one of ``success``, ``error``, ``requeue``, ``requeue_after``.
+The backup manager adds its own section here (prefix ``openbao_backup_``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+prometheus_client.disable_created_metrics()
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+# client-go's workqueue buckets: 10 ns .. 10^9 x 10 ns (= 10 s) and beyond.
+_QUEUE_BUCKETS = tuple(10e-9 * 10**i for i in range(10))
+# controller-runtime's reconcile-time buckets.
+_RECONCILE_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8,
+    0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30,
+    40, 50, 60,
+)
+
+# --- workqueue (controller.queue.workqueue) ----------------------------------------------
+WORKQUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of the workqueue.", ["name"],
+                        registry=REGISTRY)
+WORKQUEUE_ADDS = Counter("workqueue_adds_total", "Adds handled by the workqueue.", ["name"],
+                         registry=REGISTRY)
+WORKQUEUE_QUEUE_DURATION = Histogram(
+    "workqueue_queue_duration_seconds",
+    "Seconds an item stays in the workqueue before being requested.",
+    ["name"], buckets=_QUEUE_BUCKETS, registry=REGISTRY)
+WORKQUEUE_WORK_DURATION = Histogram(
+    "workqueue_work_duration_seconds", "Seconds processing an item from the workqueue takes.",
+    ["name"], buckets=_QUEUE_BUCKETS, registry=REGISTRY)
+WORKQUEUE_UNFINISHED = Gauge(
+    "workqueue_unfinished_work_seconds",
+    "Seconds of work in progress not yet observed by work_duration (stuck threads show here).",
+    ["name"], registry=REGISTRY)
+WORKQUEUE_LONGEST = Gauge(
+    "workqueue_longest_running_processor_seconds",
+    "Seconds the longest running processor of the workqueue has been running.",
+    ["name"], registry=REGISTRY)
+WORKQUEUE_RETRIES = Counter("workqueue_retries_total", "Retries handled by the workqueue.",
+                            ["name"], registry=REGISTRY)
+
+
+class WorkqueueMetrics:
+    """Prometheus implementation of the workqueue's metrics hooks for one queue ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self._depth = WORKQUEUE_DEPTH.labels(name)
+        self._adds = WORKQUEUE_ADDS.labels(name)
+        self._latency = WORKQUEUE_QUEUE_DURATION.labels(name)
+        self._work = WORKQUEUE_WORK_DURATION.labels(name)
+        self._retries = WORKQUEUE_RETRIES.labels(name)
+        self._unfinished = WORKQUEUE_UNFINISHED.labels(name)
+        self._longest = WORKQUEUE_LONGEST.labels(name)
+        self._depth.set(0)
+
+    def add(self) -> None:
+        self._adds.inc()
+
+    def set_depth(self, depth: int) -> None:
+        self._depth.set(depth)
+
+    def observe_queue_duration(self, seconds: float) -> None:
+        self._latency.observe(seconds)
+
+    def observe_work_duration(self, seconds: float) -> None:
+        self._work.observe(seconds)
+
+    def retry(self) -> None:
+        self._retries.inc()
+
+    def watch_in_flight(
+        self, *, unfinished: Callable[[], float], longest: Callable[[], float]
+    ) -> None:
+        """Compute the two in-flight gauges at scrape time from the queue's state."""
+        self._unfinished.set_function(unfinished)
+        self._longest.set_function(longest)
+
+
+# --- reconcile runner (controller.runner) --------------------------------------------------
+RECONCILE_RESULTS = ("success", "error", "requeue", "requeue_after")
+RECONCILE_TOTAL = Counter("controller_runtime_reconcile_total",
+                          "Total number of reconciliations per controller.",
+                          ["controller", "result"], registry=REGISTRY)
+RECONCILE_ERRORS = Counter("controller_runtime_reconcile_errors_total",
+                           "Total number of reconciliation errors per controller.",
+                           ["controller"], registry=REGISTRY)
+RECONCILE_TERMINAL = Counter("controller_runtime_terminal_reconcile_errors_total",
+                             "Reconciliation errors that are not retried (TerminalError).",
+                             ["controller"], registry=REGISTRY)
+RECONCILE_UNEXPECTED = Counter(
+    "controller_runtime_reconcile_unexpected_errors_total",
+    "Reconciles that raised an exception outside the project's error tree (a bug).",
+    ["controller"], registry=REGISTRY)
+RECONCILE_TIME = Histogram("controller_runtime_reconcile_time_seconds",
+                           "Length of time per reconciliation per controller.",
+                           ["controller"], buckets=_RECONCILE_BUCKETS, registry=REGISTRY)
+ACTIVE_WORKERS = Gauge("controller_runtime_active_workers",
+                       "Number of currently used workers per controller.",
+                       ["controller"], registry=REGISTRY)
+MAX_WORKERS = Gauge("controller_runtime_max_concurrent_reconciles",
+                    "Maximum number of concurrent reconciles per controller.",
+                    ["controller"], registry=REGISTRY)
+
+
+class ReconcileMetrics:
+    """The runner's metrics for one controller, all series pre-created at zero."""
+
+    def __init__(self, controller: str, *, workers: int) -> None:
+        self._total = {r: RECONCILE_TOTAL.labels(controller, r) for r in RECONCILE_RESULTS}
+        self._errors = RECONCILE_ERRORS.labels(controller)
+        self._terminal = RECONCILE_TERMINAL.labels(controller)
+        self._unexpected = RECONCILE_UNEXPECTED.labels(controller)
+        self._time = RECONCILE_TIME.labels(controller)
+        self._active = ACTIVE_WORKERS.labels(controller)
+        self._active.set(0)
+        MAX_WORKERS.labels(controller).set(workers)
+
+    def result(self, result: str, *, seconds: float) -> None:
+        self._total[result].inc()
+        self._time.observe(seconds)
+
+    def error(self, *, terminal: bool = False, unexpected: bool = False) -> None:
+        self._errors.inc()
+        if terminal:
+            self._terminal.inc()
+        if unexpected:
+            self._unexpected.inc()
+
+    def worker_started(self) -> None:
+        self._active.inc()
+
+    def worker_finished(self) -> None:
+        self._active.dec()
+
+
+# --- informers (controller.cache) ---------------------------------------------------------
+INFORMER_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK")
+INFORMER_LIST_REASONS = ("initial", "gone", "error")
+INFORMER_RESTART_REASONS = ("closed", "stalled", "error", "gone", "short")
+INFORMER_EVENTS = Counter("informer_events_total", "Watch events received.",
+                          ["resource", "type"], registry=REGISTRY)
+INFORMER_LISTS = Counter("informer_lists_total", "Full lists (initial or relist) by reason.",
+                         ["resource", "reason"], registry=REGISTRY)
+INFORMER_RESTARTS = Counter("informer_watch_restarts_total", "Watch restarts by reason.",
+                            ["resource", "reason"], registry=REGISTRY)
+INFORMER_SYNCED = Gauge("informer_synced", "1 once the informer's first list is in the cache.",
+                        ["resource"], registry=REGISTRY)
+INFORMER_OBJECTS = Gauge("informer_objects", "Objects in the informer's cache.",
+                         ["resource"], registry=REGISTRY)
+
+
+class InformerMetrics:
+    """Metrics of one informer (``resource`` is its display name, e.g. ``jobs.batch``)."""
+
+    def __init__(self, resource: str) -> None:
+        self._events = {t: INFORMER_EVENTS.labels(resource, t) for t in INFORMER_EVENT_TYPES}
+        self._lists = {r: INFORMER_LISTS.labels(resource, r) for r in INFORMER_LIST_REASONS}
+        self._restarts = {
+            r: INFORMER_RESTARTS.labels(resource, r) for r in INFORMER_RESTART_REASONS
+        }
+        self._synced = INFORMER_SYNCED.labels(resource)
+        self._objects = INFORMER_OBJECTS.labels(resource)
+        self._synced.set(0)
+
+    def event(self, event_type: str) -> None:
+        counter = self._events.get(event_type)
+        if counter is not None:
+            counter.inc()
+
+    def listed(self, reason: str) -> None:
+        self._lists[reason].inc()
+
+    def watch_restarted(self, reason: str) -> None:
+        self._restarts[reason].inc()
+
+    def set_synced(self, synced: bool) -> None:
+        self._synced.set(1 if synced else 0)
+
+    def set_objects(self, count: int) -> None:
+        self._objects.set(count)
+
+
+# --- leader election (controller.leaderelection) -----------------------------------------
+LEADER_STATUS = Gauge("leader_election_master_status",
+                      "1 while this process holds the lease, else 0.", ["name"],
+                      registry=REGISTRY)
+
+
+def set_leader(name: str, *, leading: bool) -> None:
+    LEADER_STATUS.labels(name).set(1 if leading else 0)
+
+
+# --- supervisor (controller.health) -------------------------------------------------------
+TASK_RESTARTS = Counter("supervisor_task_restarts_total",
+                        "Supervised tasks that died and were restarted.", ["task"],
+                        registry=REGISTRY)
+
+
+def task_registered(task: str) -> None:
+    TASK_RESTARTS.labels(task)
+
+
+def task_restarted(task: str) -> None:
+    TASK_RESTARTS.labels(task).inc()
+
+
+# --- REST client (controller.kube.client) -------------------------------------------------
+REST_REQUESTS = Counter("rest_client_requests_total", "API server requests by method and code.",
+                        ["method", "code"], registry=REGISTRY)
+REST_RATE_LIMIT_WAIT = Histogram(
+    "rest_client_rate_limiter_wait_seconds", "Seconds writes waited for the client QPS limit.",
+    ["method"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10), registry=REGISTRY)
+
+
+def rest_request(*, method: str, code: int | str) -> None:
+    REST_REQUESTS.labels(method, str(code)).inc()
+
+
+def rest_rate_limited(*, method: str, seconds: float) -> None:
+    REST_RATE_LIMIT_WAIT.labels(method).observe(seconds)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of :data:`REGISTRY` and its content type."""
+    return prometheus_client.generate_latest(REGISTRY), prometheus_client.CONTENT_TYPE_LATEST

@@ -1,0 +1,249 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager.
+
+The binaries are built from their published Go modules by ``hack/build-control-plane.sh`` and
+cached outside the repository (``~/.cache/openbao-backup/control-plane/<versions>/``).
+
+Guarantees:
+
+* every component listens on 127.0.0.1 on a free port, runs in its own session and is stopped
+  by PID; ``start()`` returns only when ``/readyz`` answers ``ok`` and the controller manager
+  is serving (the ``default`` ServiceAccount exists in ``default``);
+* the apiserver runs with RBAC, a client-cert admin identity (``system:masters``) and a
+  service-account issuer with signing keys, so TokenRequest and projected tokens work;
+* the controller manager runs the job, ttl-after-finished, garbage-collector, namespace,
+  serviceaccount(+token) and root-CA publisher controllers;
+* ``restart_apiserver()`` stops and restarts kube-apiserver on the same port (for watch
+  recovery tests) without touching etcd.
+
+There is no scheduler and no kubelet: see ``devenv.nodeagent`` for the local node agent.
+Test/dev infrastructure, not product code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devenv.certs import Pki, make_pki
+from devenv.procs import Server, ServerError, free_port
+
+HACK = Path(__file__).resolve().parent.parent
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+KCM_CONTROLLERS = ",".join(
+    [
+        "job-controller",
+        "ttl-after-finished-controller",
+        "garbage-collector-controller",
+        "namespace-controller",
+        "serviceaccount-controller",
+        "serviceaccount-token-controller",
+        "root-ca-certificate-publisher-controller",
+        "pod-garbage-collector-controller",
+    ]
+)
+
+
+def binaries_dir() -> Path:
+    """Directory with kube-apiserver, kube-controller-manager, kubectl and etcd (built if needed)."""
+    override = os.environ.get("OPENBAO_BACKUP_CP_BIN")
+    if override:
+        return Path(override)
+    script = HACK / "build-control-plane.sh"
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, check=False, timeout=3600
+    )
+    if proc.returncode != 0:
+        raise ServerError(
+            "building the control plane failed (hack/build-control-plane.sh):\n"
+            + proc.stderr[-4000:]
+        )
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    bin_dir: Path = field(default_factory=binaries_dir)
+    etcd: Server | None = None
+    apiserver: Server | None = None
+    kcm: Server | None = None
+    pki: Pki | None = None
+    etcd_url: str = ""
+    api_port: int = 0
+    kubeconfig: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubectl(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> ControlPlane:
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            if not (self.bin_dir / name).exists():
+                raise ServerError(f"{name} missing in {self.bin_dir}")
+        self.pki = make_pki(self.workdir / "pki")
+        self._start_etcd()
+        self.api_port = free_port()
+        self._write_kubeconfig()
+        self._start_apiserver()
+        self._start_kcm()
+        return self
+
+    def stop(self) -> None:
+        for srv in (self.kcm, self.apiserver, self.etcd):
+            if srv is not None:
+                srv.stop()
+
+    def restart_apiserver(self) -> None:
+        assert self.apiserver is not None
+        self.apiserver.stop()
+        self._start_apiserver()
+
+    def check_alive(self) -> None:
+        for srv in (self.etcd, self.apiserver, self.kcm):
+            if srv is not None:
+                srv.check_alive()
+
+    # -- components -----------------------------------------------------------------------
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        self.etcd = Server(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name", "local",
+                "--data-dir", str(self.workdir / "etcd"),
+                "--listen-client-urls", self.etcd_url,
+                "--advertise-client-urls", self.etcd_url,
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", f"local=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+                "--election-timeout", "100",
+                "--heartbeat-interval", "20",
+                "--log-level", "warn",
+            ],
+            self.workdir / "etcd.log",
+        ).start()
+        self.etcd.wait_until(self._etcd_healthy, timeout=30, what="etcd /health")
+
+    def _etcd_healthy(self) -> bool:
+        with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=1) as resp:  # noqa: S310
+            return bool(json.loads(resp.read()).get("health") == "true")
+
+    def _start_apiserver(self) -> None:
+        pki = self.pki
+        assert pki is not None
+        self.apiserver = Server(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                f"--secure-port={self.api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--api-audiences=https://kubernetes.default.svc.cluster.local",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+            self.workdir / "kube-apiserver.log",
+        ).start()
+        self.apiserver.wait_until(self._readyz, timeout=90, what="/readyz")
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        pki = self.pki
+        assert pki is not None
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        ctx.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        return ctx
+
+    def _readyz(self) -> bool:
+        req = urllib.request.Request(f"{self.server}/readyz")
+        with urllib.request.urlopen(req, timeout=2, context=self._ssl_context()) as resp:  # noqa: S310
+            return bool(resp.read().strip() == b"ok")
+
+    def get(self, path: str) -> dict[str, object]:
+        """GET an API path as admin (loopback, for readiness probes and tests)."""
+        req = urllib.request.Request(f"{self.server}{path}")
+        with urllib.request.urlopen(req, timeout=5, context=self._ssl_context()) as resp:  # noqa: S310
+            data: dict[str, object] = json.loads(resp.read())
+            return data
+
+    def _start_kcm(self) -> None:
+        pki = self.pki
+        assert pki is not None
+        self.kcm = Server(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--controllers={KCM_CONTROLLERS}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                "--concurrent-job-syncs=5",
+                "--v=1",
+            ],
+            self.workdir / "kube-controller-manager.log",
+        ).start()
+
+        def default_sa() -> bool:
+            self.get("/api/v1/namespaces/default/serviceaccounts/default")
+            return True
+
+        self.kcm.wait_until(default_sa, timeout=60, what="default ServiceAccount")
+
+    def _write_kubeconfig(self) -> None:
+        pki = self.pki
+        assert pki is not None
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority": str(pki.ca_cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate": str(pki.admin_cert),
+                        "client-key": str(pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "current-context": "local",
+        }
+        self.kubeconfig.write_text(json.dumps(cfg, indent=2))
+        self.kubeconfig.chmod(0o600)
