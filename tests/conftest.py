@@ -23,6 +23,7 @@ import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from devenv.controlplane import ControlPlane
+from devenv.nodeagent import NodeAgentProcess
 from devenv.openbao import OpenBao, start_openbao
 from devenv.storage import (
     MOTO_ACCESS_KEY,
@@ -51,6 +52,17 @@ def control_plane(session_dir: Path) -> Iterator[ControlPlane]:
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def node_agent(control_plane: ControlPlane, session_dir: Path) -> Iterator[NodeAgentProcess]:
+    agent = NodeAgentProcess(
+        kubeconfig=control_plane.kubeconfig, workdir=session_dir / "node-agent"
+    ).start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
 
 
 @pytest.fixture(scope="session")
