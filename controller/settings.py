@@ -138,7 +138,9 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("bind_address", str), ("log_level", str),
     ):
         flag = "--" + attr.replace("_", "-")
-        p.add_argument(flag, type=typ, default=env_or(attr, None))
+        # Parsed as text: numbers are converted (with a ConfigError) in parse(), so a bad
+        # environment value is reported the same way as a bad flag.
+        p.add_argument(flag, default=env_or(attr, None), metavar=typ.__name__.upper())
     p.add_argument("--lease-namespace",
                    default=env_or("lease_namespace", env.get("POD_NAMESPACE")))
     p.add_argument("--log-format", choices=["json", "console"], default=env_or("log_format", None))

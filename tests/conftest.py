@@ -12,17 +12,19 @@ binary or a server that dies is a test ERROR with the server's log tail, never a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 from devenv.controlplane import ControlPlane
+from devenv.crds import load_crds
 from devenv.nodeagent import NodeAgentProcess
 from devenv.openbao import OpenBao, start_openbao
 from devenv.storage import (
@@ -36,6 +38,10 @@ from devenv.storage import (
     start_fake_gcs,
     start_moto,
 )
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
 
 @pytest.fixture(scope="session")
 def session_dir() -> Iterator[Path]:
@@ -164,3 +170,54 @@ def azure_container(azurite_server: StorageServer) -> str:
     )
     svc.create_container(name)
     return name
+
+
+# -- CRDs ---------------------------------------------------------------------------------
+
+
+async def install_crds(api_client: k8s.ApiClient, *, timeout: float = 60.0) -> list[str]:
+    """Create or replace every CRD and wait until each is Established with names accepted."""
+    ext = k8s.ApiextensionsV1Api(api_client)
+    names: list[str] = []
+    for doc in load_crds():
+        name = doc["metadata"]["name"]
+        names.append(name)
+        body: Any = doc
+        try:
+            await ext.create_custom_resource_definition(body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            current = await ext.read_custom_resource_definition(name)
+            meta = {**doc["metadata"], "resourceVersion": current.metadata.resource_version}
+            body = {**doc, "metadata": meta}
+            await ext.replace_custom_resource_definition(name, body)
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            crd = await ext.read_custom_resource_definition(name)
+            conditions = {c.type: c for c in (crd.status.conditions or [])}
+            established = conditions.get("Established")
+            accepted = conditions.get("NamesAccepted")
+            if (
+                established is not None
+                and established.status == "True"
+                and accepted is not None
+                and accepted.status == "True"
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"CRD {name} not Established after {timeout}s: "
+                    + "; ".join(
+                        f"{c.type}={c.status} {c.reason}: {c.message}" for c in conditions.values()
+                    )
+                )
+            await asyncio.sleep(0.2)
+    return names
+
+
+@pytest.fixture(scope="session")
+async def crds(kube_client: k8s.ApiClient) -> list[str]:
+    """The names of the installed, Established CRDs (installed once per session)."""
+    return await install_crds(kube_client)

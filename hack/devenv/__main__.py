@@ -41,7 +41,11 @@ class Env:
         assert self.cp is not None
         proc = subprocess.run(
             [str(self.cp.kubectl), "--kubeconfig", str(self.cp.kubeconfig), *args],
-            capture_output=True, text=True, input=stdin, check=False, timeout=120,
+            capture_output=True,
+            text=True,
+            input=stdin,
+            check=False,
+            timeout=120,
         )
         if check and proc.returncode != 0:
             raise ServerError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
@@ -127,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         if env.bao is not None:
             step(f"OpenBao root token and unseal key: {workdir}/openbao-credentials.json")
             (workdir / "openbao-credentials.json").write_text(
-                json.dumps({"addr": env.bao.addr, "root_token": env.bao.root_token,
-                            "unseal_key": env.bao.unseal_key})
+                json.dumps(
+                    {
+                        "addr": env.bao.addr,
+                        "root_token": env.bao.root_token,
+                        "unseal_key": env.bao.unseal_key,
+                    }
+                )
             )
         step("running; Ctrl-C to stop")
         while not stop.is_set():

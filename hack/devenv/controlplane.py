@@ -49,7 +49,7 @@ KCM_CONTROLLERS = ",".join(
 
 
 def binaries_dir() -> Path:
-    """Directory with kube-apiserver, kube-controller-manager, kubectl and etcd (built if needed)."""
+    """The directory with kube-apiserver, kube-controller-manager, kubectl and etcd."""
     override = os.environ.get("OPENBAO_BACKUP_CP_BIN")
     if override:
         return Path(override)
@@ -127,24 +127,34 @@ class ControlPlane:
             "etcd",
             [
                 str(self.bin_dir / "etcd"),
-                "--name", "local",
-                "--data-dir", str(self.workdir / "etcd"),
-                "--listen-client-urls", self.etcd_url,
-                "--advertise-client-urls", self.etcd_url,
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", f"local=http://127.0.0.1:{peer}",
+                "--name",
+                "local",
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                self.etcd_url,
+                "--advertise-client-urls",
+                self.etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"local=http://127.0.0.1:{peer}",
                 "--unsafe-no-fsync",
-                "--election-timeout", "100",
-                "--heartbeat-interval", "20",
-                "--log-level", "warn",
+                "--election-timeout",
+                "100",
+                "--heartbeat-interval",
+                "20",
+                "--log-level",
+                "warn",
             ],
             self.workdir / "etcd.log",
         ).start()
         self.etcd.wait_until(self._etcd_healthy, timeout=30, what="etcd /health")
 
     def _etcd_healthy(self) -> bool:
-        with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=1) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=1) as resp:
             return bool(json.loads(resp.read()).get("health") == "true")
 
     def _start_apiserver(self) -> None:
@@ -186,13 +196,13 @@ class ControlPlane:
 
     def _readyz(self) -> bool:
         req = urllib.request.Request(f"{self.server}/readyz")
-        with urllib.request.urlopen(req, timeout=2, context=self._ssl_context()) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=2, context=self._ssl_context()) as resp:
             return bool(resp.read().strip() == b"ok")
 
     def get(self, path: str) -> dict[str, object]:
         """GET an API path as admin (loopback, for readiness probes and tests)."""
         req = urllib.request.Request(f"{self.server}{path}")
-        with urllib.request.urlopen(req, timeout=5, context=self._ssl_context()) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=5, context=self._ssl_context()) as resp:
             data: dict[str, object] = json.loads(resp.read())
             return data
 

@@ -122,10 +122,10 @@ def load_kubeconfig(path: Path, context: str | None = None) -> KubeAuth:
 def sync_get(auth: KubeAuth, api_path: str, timeout: float = 5.0) -> Obj | None:
     """GET as JSON; ``None`` on 404 (used by readiness probes outside any event loop)."""
     assert auth.server.startswith("https://"), auth.server
-    req = urllib.request.Request(f"{auth.server}{api_path}", headers=auth.headers())  # noqa: S310
+    req = urllib.request.Request(f"{auth.server}{api_path}", headers=auth.headers())
     ctx = auth.ssl_context()
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             data: Obj = json.loads(resp.read())
             return data
     except urllib.error.HTTPError as exc:

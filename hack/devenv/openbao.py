@@ -62,7 +62,7 @@ class OpenBao:
         if tok:
             req.add_header("X-Vault-Token", tok)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return int(resp.status), resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -135,7 +135,9 @@ log_level = "warn"
 """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    srv = Server(name, [str(bao_binary()), "server", f"-config={config}"], home / "bao.log", env=env)
+    srv = Server(
+        name, [str(bao_binary()), "server", f"-config={config}"], home / "bao.log", env=env
+    )
     srv.start()
     bao = OpenBao(server=srv, addr=addr, data_dir=data)
     srv.wait_until(

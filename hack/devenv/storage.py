@@ -101,17 +101,26 @@ def start_fake_gcs(workdir: Path) -> StorageServer:
         "fake-gcs-server",
         [
             str(fake_gcs_binary()),
-            "-scheme", "http",
-            "-host", "127.0.0.1",
-            "-port", str(port),
-            "-backend", "memory",
-            "-external-url", endpoint,
-            "-public-host", f"127.0.0.1:{port}",
-            "-log-level", "warn",
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-external-url",
+            endpoint,
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-log-level",
+            "warn",
         ],
         workdir / "fake-gcs.log",
     ).start()
-    srv.wait_until(lambda: http_ok(f"{endpoint}/storage/v1/b"), timeout=30, what="GET /storage/v1/b")
+    srv.wait_until(
+        lambda: http_ok(f"{endpoint}/storage/v1/b"), timeout=30, what="GET /storage/v1/b"
+    )
     return StorageServer(srv, endpoint)
 
 
@@ -135,8 +144,10 @@ def start_azurite(workdir: Path) -> StorageServer:
         "azurite",
         [
             str(azurite_binary()),
-            "--blobHost", "127.0.0.1",
-            "--blobPort", str(port),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
             "--inMemoryPersistence",
             "--disableTelemetry",
             "--skipApiVersionCheck",
@@ -168,6 +179,6 @@ def create_gcs_bucket(endpoint: str, bucket: str) -> None:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(req, timeout=10) as resp:
         if resp.status != 200:
             raise ServerError(f"creating GCS bucket {bucket}: HTTP {resp.status}")

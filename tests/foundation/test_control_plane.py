@@ -60,7 +60,7 @@ async def test_token_request_and_rbac(
         headers={"Authorization": f"Bearer {api_token.status.token}"},
     )
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=5, context=ctx)  # noqa: S310 (loopback)
+        urllib.request.urlopen(req, timeout=5, context=ctx)
     assert err.value.code == 403
 
 

@@ -39,9 +39,11 @@ async def test_openbao_serves_a_valid_snapshot(openbao: OpenBao) -> None:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
     assert {"meta.json", "state.bin", "SHA256SUMS", "SHA256SUMS.sealed"} <= set(members)
     assert members["SHA256SUMS.sealed"], "sealed hash file is empty"
-    sums = dict(
-        reversed(line.split()) for line in members["SHA256SUMS"].decode().splitlines() if line
-    )
+    sums: dict[str, str] = {}
+    for line in members["SHA256SUMS"].decode().splitlines():
+        if line:
+            digest, name = line.split()
+            sums[name] = digest
     for name in ("meta.json", "state.bin"):
         assert sums[name] == hashlib.sha256(members[name]).hexdigest()
     meta = json.loads(members["meta.json"])
@@ -70,7 +72,7 @@ async def test_gcs_round_trip_with_gcloud_aio(gcs_server: StorageServer, gcs_buc
     from gcloud.aio.storage import Storage
 
     async with aiohttp.ClientSession() as http:
-        storage = Storage(session=http, api_root=gcs_server.endpoint)
+        storage = Storage(session=http, api_root=gcs_server.endpoint)  # type: ignore[arg-type]
         name = f"probe/{uuid.uuid4().hex}.bin"
         await storage.upload(gcs_bucket, name, PAYLOAD)
         assert await storage.download(gcs_bucket, name) == PAYLOAD

@@ -1,0 +1,95 @@
+"""Status conditions (``metav1.Condition``), computed as pure values.
+
+Guarantees:
+
+* :func:`set_condition` returns a NEW list; the input (often a frozen cached object) is never
+  mutated;
+* ``lastTransitionTime`` changes only when ``status`` changes (as the API conventions say),
+  while reason, message and ``observedGeneration`` are always refreshed;
+* conditions keep a stable order: existing ones in place, new ones appended;
+* messages are truncated to 1 KiB (callers never pass secrets).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Condition types of OpenBaoCluster.status.backup
+BACKUP_READY = "BackupReady"  # the last finished backup succeeded
+BACKUP_FAILING = "BackupFailing"  # the last finished backup failed
+SUSPENDED = "Suspended"
+PREFLIGHT_BLOCKED = "PreflightBlocked"  # a due backup waits: unhealthy cluster or lock held
+CONFIG_VALID = "ConfigValid"
+# Condition types of OpenBaoBackup.status
+COMPLETE = "Complete"
+FAILED = "Failed"
+BLOCKED = "Blocked"
+SNAPSHOT_DELETED = "SnapshotDeleted"
+
+
+def rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]] | None,
+    *,
+    type: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    observed_generation: int | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions or ():
+        current = dict(cond)
+        if current.get("type") == type:
+            found = True
+            if current.get("status") != status:
+                current["lastTransitionTime"] = rfc3339(now)
+            current.update(status=status, reason=reason, message=message[:1024])
+            if observed_generation is not None:
+                current["observedGeneration"] = observed_generation
+        out.append(current)
+    if not found:
+        new: dict[str, Any] = {
+            "type": type,
+            "status": status,
+            "reason": reason,
+            "message": message[:1024],
+            "lastTransitionTime": rfc3339(now),
+        }
+        if observed_generation is not None:
+            new["observedGeneration"] = observed_generation
+        out.append(new)
+    return out
+
+
+def get_condition(
+    conditions: Iterable[Mapping[str, Any]] | None, type: str
+) -> Mapping[str, Any] | None:
+    for cond in conditions or ():
+        if cond.get("type") == type:
+            return cond
+    return None
+
+
+def is_true(conditions: Iterable[Mapping[str, Any]] | None, type: str) -> bool:
+    cond = get_condition(conditions, type)
+    return cond is not None and cond.get("status") == "True"

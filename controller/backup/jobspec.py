@@ -1,0 +1,280 @@
+"""The executor Job builder: a pure function from (cluster, record, purpose) to a Job manifest.
+
+Guarantees:
+
+* the Job name is given by the caller (derived by :mod:`controller.backup.names`, <= 63
+  characters), so a second create answers AlreadyExists: at most one Job per record/purpose;
+* the Job is owned by its OpenBaoBackup record (garbage-collected with it) and carries the
+  labels the controller's informers select on (:data:`LABEL_MANAGED_BY` and friends);
+* both the Job and its pods carry :data:`RESULT_FINALIZER`: neither can disappear (TTL,
+  garbage collection, a human) before the controller has recorded the executor's report;
+* hardened pod: runAsNonRoot with a fixed non-root UID, read-only root filesystem, every
+  capability dropped, no privilege escalation, seccomp RuntimeDefault, no automounted API
+  token; OpenBao login uses a projected, audience-bound token with a short lifetime;
+* ``backoffLimit: 0`` (a failed backup is retried by the controller's accounting, never
+  silently by the Job controller) and ``activeDeadlineSeconds`` from the cluster's spec; the
+  executor's own deadline (``OBB_TIMEOUT``) is set below it so a report is always written;
+* credentials are only REFERENCED (``envFrom.secretRef``, secret volumes): the controller never
+  reads a Secret; environment variable names come from :mod:`executor.contract`, the single
+  definition of the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from controller.backup.spec import ClusterSpec, KeyRef
+from controller.kube.resources import OPENBAO_BACKUP
+from executor import contract as c
+
+Purpose = Literal["backup", "delete"]
+JSON = dict[str, Any]
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "openbao-backup"
+LABEL_CLUSTER = "backup.openbao.org/cluster"
+LABEL_BACKUP = "backup.openbao.org/backup"
+LABEL_PURPOSE = "backup.openbao.org/purpose"
+RESULT_FINALIZER = "backup.openbao.org/result"
+
+EXECUTOR_UID = 65532
+TOKEN_DIR = "/var/run/secrets/openbao-backup"
+STATIC_TOKEN_DIR = "/var/run/secrets/openbao-backup-token"
+STORAGE_SECRET_DIR = "/var/run/secrets/openbao-backup-storage"
+IRSA_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+OPENBAO_CA_DIR = "/etc/openbao-backup/openbao-ca"
+STORAGE_CA_DIR = "/etc/openbao-backup/storage-ca"
+TERMINATION_LOG = "/dev/termination-log"
+GCS_CREDENTIALS_KEY = "credentials.json"
+DEFAULT_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "512Mi"},
+}
+
+
+def build_job(
+    *,
+    cluster: ClusterSpec,
+    record: Mapping[str, Any],
+    job_name: str,
+    purpose: Purpose,
+    image: str,
+    ttl_seconds_after_finished: int,
+    delete_keys: Sequence[str] = (),
+    target_override: Any = None,
+) -> JSON:
+    """The Job for ``purpose`` of the OpenBaoBackup ``record`` of ``cluster``."""
+    backup = cluster.backup
+    assert backup is not None, "build_job needs a cluster with spec.backup"
+    target = target_override or backup.target
+    meta = record["metadata"]
+    deadline = backup.executor.active_deadline_seconds
+    labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_CLUSTER: cluster.name,
+        LABEL_BACKUP: str(meta["name"]),
+        LABEL_PURPOSE: purpose,
+    }
+    env: dict[str, str] = {
+        c.TERMINATION_MESSAGE_PATH.name: TERMINATION_LOG,
+        c.TIMEOUT.name: str(max(deadline - 20, 10)),
+        c.CLUSTER_NAMESPACE.name: cluster.namespace,
+        c.CLUSTER_NAME.name: cluster.name,
+        c.PROVIDER.name: target.provider,
+        c.BUCKET.name: target.bucket,
+        c.PATH_PREFIX.name: target.path_prefix,
+    }
+    volumes: list[JSON] = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+    mounts: list[JSON] = [{"name": "tmp", "mountPath": "/tmp"}]
+    env_from: list[JSON] = []
+
+    def mount_ref(vol: str, ref: KeyRef, directory: str, *, configmap: bool = False) -> str:
+        source = (
+            {"configMap": {"name": ref.name, "items": [{"key": ref.key, "path": "ca.crt"}]}}
+            if configmap
+            else {"secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "ca.crt"}]}}
+        )
+        volumes.append({"name": vol, **source})
+        mounts.append({"name": vol, "mountPath": directory, "readOnly": True})
+        return f"{directory}/ca.crt"
+
+    # -- storage ------------------------------------------------------------------------------
+    optional = {
+        c.ENDPOINT.name: target.endpoint,
+        c.REGION.name: target.region if target.provider == "s3" else None,
+        c.GCS_PROJECT.name: target.gcs_project,
+        c.AZURE_ACCOUNT.name: target.azure_account,
+    }
+    env.update({k: str(v) for k, v in optional.items() if v})
+    if target.provider == "s3" and target.use_path_style is not None:
+        env[c.USE_PATH_STYLE.name] = "true" if target.use_path_style else "false"
+    if target.provider == "gcs":
+        env[c.EMULATOR.name] = "true" if target.gcs_emulator else "false"
+    if purpose == "backup":
+        if target.part_size:
+            env[c.PART_SIZE.name] = target.part_size
+        if target.concurrency:
+            env[c.CONCURRENCY.name] = str(target.concurrency)
+    if target.ca_secret is not None:
+        env[c.STORAGE_CACERT.name] = mount_ref("storage-ca", target.ca_secret, STORAGE_CA_DIR)
+    if target.credentials_secret:
+        if target.provider == "gcs":
+            volumes.append(
+                {"name": "storage-credentials", "secret": {"secretName": target.credentials_secret}}
+            )
+            mounts.append(
+                {"name": "storage-credentials", "mountPath": STORAGE_SECRET_DIR, "readOnly": True}
+            )
+            env[c.GOOGLE_APPLICATION_CREDENTIALS.name] = (
+                f"{STORAGE_SECRET_DIR}/{GCS_CREDENTIALS_KEY}"
+            )
+        else:
+            env_from.append({"secretRef": {"name": target.credentials_secret}})
+    if target.provider == "s3" and target.role_arn:
+        env[c.AWS_ROLE_ARN.name] = target.role_arn
+        env[c.AWS_WEB_IDENTITY_TOKEN_FILE.name] = f"{IRSA_TOKEN_DIR}/token"
+        volumes.append(_projected_token("aws-iam-token", "sts.amazonaws.com", 3600))
+        mounts.append({"name": "aws-iam-token", "mountPath": IRSA_TOKEN_DIR, "readOnly": True})
+
+    # -- OpenBao (backup only: delete Jobs never talk to OpenBao) -----------------------------
+    if purpose == "backup":
+        auth = backup.auth
+        env.update(
+            {
+                c.OPENBAO_ADDR.name: cluster.address,
+                c.AUTH_METHOD.name: auth.method,
+                c.TRIGGER.name: str(record.get("spec", {}).get("trigger") or "manual"),
+                c.BACKUP_NAME.name: str(meta["name"]),
+                c.CLUSTER_UID.name: cluster.uid,
+            }
+        )
+        if auth.method in ("jwt", "kubernetes"):
+            env[c.AUTH_MOUNT.name] = auth.mount
+            env[c.AUTH_ROLE.name] = str(auth.role)
+            env[c.AUTH_TOKEN_FILE.name] = f"{TOKEN_DIR}/token"
+            volumes.append(_projected_token("openbao-token", auth.audience, 600))
+            mounts.append({"name": "openbao-token", "mountPath": TOKEN_DIR, "readOnly": True})
+        elif auth.token_secret is not None:
+            ref = auth.token_secret
+            volumes.append(
+                {
+                    "name": "openbao-static-token",
+                    "secret": {
+                        "secretName": ref.name,
+                        "items": [{"key": ref.key, "path": "token"}],
+                    },
+                }
+            )
+            mounts.append(
+                {"name": "openbao-static-token", "mountPath": STATIC_TOKEN_DIR, "readOnly": True}
+            )
+            env[c.OPENBAO_TOKEN_FILE.name] = f"{STATIC_TOKEN_DIR}/token"
+        if cluster.ca_configmap is not None:
+            env[c.OPENBAO_CACERT.name] = mount_ref(
+                "openbao-ca", cluster.ca_configmap, OPENBAO_CA_DIR, configmap=True
+            )
+        elif cluster.ca_secret is not None:
+            env[c.OPENBAO_CACERT.name] = mount_ref("openbao-ca", cluster.ca_secret, OPENBAO_CA_DIR)
+    else:
+        import json
+
+        env[c.DELETE_KEYS.name] = json.dumps(list(delete_keys), separators=(",", ":"))
+
+    ex = backup.executor
+    container: JSON = {
+        "name": "executor",
+        "image": ex.image or image,
+        "command": ["python", "-m", "executor", purpose],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "volumeMounts": mounts,
+        "resources": dict(ex.resources) or dict(DEFAULT_RESOURCES),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    if ex.image_pull_policy:
+        container["imagePullPolicy"] = ex.image_pull_policy
+    pod_spec: JSON = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": EXECUTOR_UID,
+            "runAsGroup": EXECUTOR_UID,
+            "fsGroup": EXECUTOR_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        "activeDeadlineSeconds": deadline,
+        "terminationGracePeriodSeconds": 30,
+    }
+    if ex.service_account_name:
+        pod_spec["serviceAccountName"] = ex.service_account_name
+    if ex.node_selector:
+        pod_spec["nodeSelector"] = dict(ex.node_selector)
+    if ex.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in ex.tolerations]
+    if ex.priority_class_name:
+        pod_spec["priorityClassName"] = ex.priority_class_name
+    if ex.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in ex.image_pull_secrets]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name,
+            "namespace": cluster.namespace,
+            "labels": labels,
+            "finalizers": [RESULT_FINALIZER],
+            "ownerReferences": [
+                {
+                    "apiVersion": OPENBAO_BACKUP.api_version,
+                    "kind": OPENBAO_BACKUP.kind,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline,
+            "ttlSecondsAfterFinished": ttl_seconds_after_finished,
+            "template": {
+                "metadata": {
+                    "labels": {**dict(ex.pod_labels), **labels},
+                    "annotations": dict(ex.pod_annotations),
+                    "finalizers": [RESULT_FINALIZER],
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _projected_token(name: str, audience: str, seconds: int) -> JSON:
+    return {
+        "name": name,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": audience,
+                        "expirationSeconds": max(seconds, 600),
+                        "path": "token",
+                    }
+                }
+            ],
+        },
+    }

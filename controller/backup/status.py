@@ -1,0 +1,63 @@
+"""The one module that writes ``.status`` of OpenBaoCluster and OpenBaoBackup objects.
+
+Guarantees:
+
+* every status write of the backup manager goes through :class:`StatusWriter`, as a JSON
+  merge patch on the ``status`` subresource (spec and metadata are never touched here);
+* ``cas=True`` adds the cached ``metadata.resourceVersion`` to the patch, turning it into a
+  compare-and-swap: a concurrent writer makes it fail with
+  :class:`~controller.errors.Conflict` (the reconcile is retried with fresh state) instead of
+  silently losing an update. Accounting writes (failure counters, last success) use it;
+* only fields the caller names are written; ``None`` values delete a field (merge-patch
+  semantics);
+* the written object is returned so callers can chain writes without waiting for the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from controller.kube.client import KubeApi
+from controller.kube.resources import OPENBAO_BACKUP, OPENBAO_CLUSTER, Resource
+
+JSON = dict[str, Any]
+
+
+class StatusWriter:
+    def __init__(self, *, api: KubeApi) -> None:
+        self._api = api
+
+    async def _patch(
+        self, *, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool
+    ) -> JSON:
+        meta = obj["metadata"]
+        body: JSON = {"status": _thaw(status)}
+        if cas:
+            body["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+        return await self._api.merge_patch(
+            path=resource.path(
+                namespace=meta["namespace"], name=meta["name"], subresource="status"
+            ),
+            body=body,
+        )
+
+    async def backup(
+        self, *, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool = False
+    ) -> JSON:
+        """Patch an OpenBaoBackup's status."""
+        return await self._patch(resource=OPENBAO_BACKUP, obj=obj, status=status, cas=cas)
+
+    async def cluster(
+        self, *, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool = False
+    ) -> JSON:
+        """Patch an OpenBaoCluster's status (``status.backup``, ``status.conditions``...)."""
+        return await self._patch(resource=OPENBAO_CLUSTER, obj=obj, status=status, cas=cas)
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thaw(v) for v in value]
+    return value

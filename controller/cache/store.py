@@ -1,0 +1,210 @@
+"""The informer's in-memory cache of one resource.
+
+Guarantees:
+
+* objects are raw JSON objects as the API server sends them (``dict``), never generated
+  model classes, with ``metadata.managedFields`` removed on the way in;
+* keys are ``"namespace/name"``, or ``"name"`` for cluster-scoped objects (:func:`key_of`);
+* **objects handed out are deep-frozen** (:class:`FrozenDict` mappings, tuples for lists):
+  a consumer cannot corrupt the cache, and reads cost nothing (no copy per ``get``). The
+  price is one walk of each object when it enters the store. Call :func:`thaw` for a
+  mutable deep copy (e.g. to build a patch, or to serialise with ``json``);
+* secondary indexes are registered by name as functions ``obj -> list of index values``
+  and are kept exact on every add, update, delete and replace; :meth:`Store.by_index`
+  returns the objects whose function returned that value;
+* only the informer writes (the mutating methods start with ``_``); consumers get the
+  read-only :class:`StoreReader` protocol. Not thread-safe; asyncio-safe because no method
+  awaits.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+JSONObject = Mapping[str, Any]
+IndexFunc = Callable[[JSONObject], builtins.list[str]]
+
+
+class FrozenDict(Mapping[str, Any]):
+    """An immutable, hashable-free mapping (reads only)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({self._data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenDict):
+            return self._data == other._data
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def freeze(value: Any) -> Any:
+    """A deep-frozen copy of a JSON value (dict -> FrozenDict, list -> tuple)."""
+    if isinstance(value, FrozenDict):
+        return value
+    if isinstance(value, Mapping):
+        return FrozenDict({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A mutable deep copy of a (frozen or not) JSON value."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def key_of(obj: JSONObject) -> str:
+    """``"namespace/name"``, or ``"name"`` when the object has no namespace."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    name = meta.get("name") or ""
+    if not name:
+        raise ValueError("object has no metadata.name")
+    return f"{namespace}/{name}" if namespace else str(name)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(namespace, name)`` of a key; namespace is ``""`` for cluster-scoped keys."""
+    namespace, sep, name = key.partition("/")
+    return (namespace, name) if sep else ("", namespace)
+
+
+def resource_version(obj: JSONObject) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _strip_managed_fields(obj: JSONObject) -> dict[str, Any]:
+    out = dict(obj)
+    meta = out.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return out
+
+
+def namespace_index(obj: JSONObject) -> list[str]:
+    """Index function: the object's namespace (client-go's ``namespace`` index)."""
+    return [str((obj.get("metadata") or {}).get("namespace") or "")]
+
+
+class StoreReader(Protocol):
+    """What consumers (reconcilers) may do with a cache."""
+
+    def get(self, key: str) -> JSONObject | None: ...
+    def list(self) -> builtins.list[JSONObject]: ...
+    def keys(self) -> builtins.list[str]: ...
+    def by_index(self, index: str, value: str) -> builtins.list[JSONObject]: ...
+    def __len__(self) -> int: ...
+
+
+class Store:
+    """Objects by key, with named secondary indexes."""
+
+    def __init__(self, *, indexers: Mapping[str, IndexFunc] | None = None) -> None:
+        self._items: dict[str, JSONObject] = {}
+        self._indexers: dict[str, IndexFunc] = {"namespace": namespace_index}
+        self._indexers.update(indexers or {})
+        self._indices: dict[str, dict[str, set[str]]] = {n: {} for n in self._indexers}
+        self._values: dict[str, dict[str, list[str]]] = {n: {} for n in self._indexers}
+
+    # -- reading -------------------------------------------------------------------------
+    def get(self, key: str) -> JSONObject | None:
+        return self._items.get(key)
+
+    def list(self) -> builtins.list[JSONObject]:
+        return list(self._items.values())
+
+    def keys(self) -> builtins.list[str]:
+        return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def by_index(self, index: str, value: str) -> builtins.list[JSONObject]:
+        if index not in self._indices:
+            raise KeyError(f"no index named {index!r}")
+        return [self._items[k] for k in sorted(self._indices[index].get(value, ()))]
+
+    def index_keys(self, index: str, value: str) -> builtins.list[str]:
+        if index not in self._indices:
+            raise KeyError(f"no index named {index!r}")
+        return sorted(self._indices[index].get(value, ()))
+
+    def add_indexer(self, name: str, func: IndexFunc) -> None:
+        """Register an index (allowed at any time; existing objects are indexed now)."""
+        if name in self._indexers:
+            raise ValueError(f"index {name!r} exists")
+        self._indexers[name] = func
+        self._indices[name] = {}
+        self._values[name] = {}
+        for key, obj in self._items.items():
+            self._index_one(name, key, obj)
+
+    # -- writing (informer only) ---------------------------------------------------------
+    def _upsert(self, obj: JSONObject) -> tuple[JSONObject | None, JSONObject]:
+        """Store ``obj``; returns (old, new) where ``new`` is the frozen stored object."""
+        frozen: JSONObject = freeze(_strip_managed_fields(obj))
+        key = key_of(frozen)
+        old = self._items.get(key)
+        if old is not None:
+            self._unindex(key)
+        self._items[key] = frozen
+        for name in self._indexers:
+            self._index_one(name, key, frozen)
+        return old, frozen
+
+    def _delete(self, key: str) -> JSONObject | None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._unindex(key)
+        return old
+
+    def _index_one(self, name: str, key: str, obj: JSONObject) -> None:
+        values = builtins.list(dict.fromkeys(self._indexers[name](obj)))
+        self._values[name][key] = values
+        for value in values:
+            self._indices[name].setdefault(value, set()).add(key)
+
+    def _unindex(self, key: str) -> None:
+        for name in self._indexers:
+            for value in self._values[name].pop(key, ()):
+                keys = self._indices[name].get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._indices[name][value]
+
+    def _keys_in(self, namespaces: Iterable[str] | None) -> set[str]:
+        """Keys of objects in ``namespaces`` (``None``: all keys)."""
+        if namespaces is None:
+            return set(self._items)
+        out: set[str] = set()
+        for ns in namespaces:
+            out |= self._indices["namespace"].get(ns, set())
+        return out

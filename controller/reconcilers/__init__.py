@@ -1,0 +1,19 @@
+"""The list of reconcilers the controller runs: the one place the backup manager plugs in.
+
+To add a reconciler, write a module in this package that defines a
+:class:`~controller.reconcilers.base.ReconcilerSpec` and add it to :func:`registry`.
+Today the list holds only observe-only placeholders (:mod:`controller.reconcilers.observer`),
+which log what they see and take no backups.
+"""
+
+from __future__ import annotations
+
+from controller.reconcilers import observer
+from controller.reconcilers.base import Context, ReconcilerSpec, Watch, owner_keys
+
+__all__ = ["Context", "ReconcilerSpec", "Watch", "owner_keys", "registry"]
+
+
+def registry() -> tuple[ReconcilerSpec, ...]:
+    """Every reconciler the controller runs, in start order."""
+    return (observer.CLUSTERS, observer.BACKUPS, observer.RESTORES)
