@@ -30,7 +30,7 @@ from collections.abc import Callable
 from controller import errors, reconcilers
 from controller.cache.informer import Informer, OnAdd, OnDelete, OnUpdate
 from controller.cache.reflector import WatchOptions
-from controller.cache.store import JSONObject, key_of
+from controller.cache.store import IndexFunc, JSONObject, key_of
 from controller.health import HealthServer
 from controller.kube.client import KubeClients, connect
 from controller.kube.resources import (
@@ -106,10 +106,15 @@ class App:
             page_size=s.list_page_size, timeout_min=s.watch_timeout_min,
             timeout_max=s.watch_timeout_max, inactivity_timeout=s.watch_inactivity_timeout,
             connect_timeout=s.connect_timeout)
+        indexers: dict[Resource, dict[str, IndexFunc]] = {}
+        for spec in self._specs:
+            for resource, funcs in spec.indexers.items():
+                indexers.setdefault(resource, {}).update(funcs)
         for resource, selector in INFORMED:
             self.informers[resource] = Informer(
                 api=clients.watch, resource=resource, namespaces=s.namespaces,
-                label_selector=selector, options=options, resync_period=s.resync_period)
+                label_selector=selector, options=options, resync_period=s.resync_period,
+                indexers=indexers.get(resource))
         ctx = reconcilers.Context(
             caches={r: i.cache for r, i in self.informers.items()}, api=clients.api, settings=s)
         for spec in self._specs:

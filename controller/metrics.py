@@ -39,15 +39,34 @@ leader_election_master_status                   gauge     name
 supervisor_task_restarts_total                  counter   task
 rest_client_requests_total                      counter   method, code
 rest_client_rate_limiter_wait_seconds           histogram method
+openbao_backup_last_success_timestamp_seconds   gauge     namespace, cluster (0: never)
+openbao_backup_age_seconds                      gauge     namespace, cluster (computed at scrape)
+openbao_backup_duration_seconds                 histogram namespace, cluster
+openbao_backup_last_size_bytes                  gauge     namespace, cluster
+openbao_backup_success_total                    counter   namespace, cluster
+openbao_backup_failure_total                    counter   namespace, cluster, reason
+openbao_backup_consecutive_failures             gauge     namespace, cluster
+openbao_backup_in_progress                      gauge     namespace, cluster
+openbao_backup_retention_deleted_total          counter   namespace, cluster
+openbao_backup_missed_schedules_total           counter   namespace, cluster
+openbao_backup_lock_held_seconds                gauge     namespace, cluster (computed at scrape)
+openbao_backup_preflight_blocked                gauge     namespace, cluster
 process_* (resident memory, CPU, fds)           ...       (prometheus ProcessCollector)
 =============================================== ========= ============================
 
 ``result`` of a reconcile is one of ``success``, ``error``, ``requeue``, ``requeue_after``.
-The backup manager adds its own section here (prefix ``openbao_backup_``).
+
+Backup manager (prefix ``openbao_backup_``): every series of a cluster is created (at zero, or
+from its status after a restart) when the cluster is first reconciled, and removed when the
+cluster is deleted. ``age_seconds`` is ``now - last success``, or ``now - the cluster's
+creation`` while it has never succeeded, so a backup-age alert also fires for a cluster that
+never had a good backup. ``reason`` of a failure is the executor's error class
+(:data:`BACKUP_FAILURE_REASONS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import prometheus_client
@@ -269,6 +288,127 @@ def rest_request(*, method: str, code: int | str) -> None:
 
 def rest_rate_limited(*, method: str, seconds: float) -> None:
     REST_RATE_LIMIT_WAIT.labels(method).observe(seconds)
+
+
+# --- backup manager (controller.reconcilers.backups) ---------------------------------------
+BACKUP_FAILURE_REASONS = (
+    "configuration", "auth", "leader", "snapshot", "storage", "verification", "internal",
+    "deadline", "lost",
+)
+_CL = ["namespace", "cluster"]
+BACKUP_LAST_SUCCESS = Gauge(
+    "openbao_backup_last_success_timestamp_seconds",
+    "Unix time the newest successful backup completed (0: never).", _CL, registry=REGISTRY)
+BACKUP_AGE = Gauge(
+    "openbao_backup_age_seconds",
+    "Seconds since the newest successful backup (since the cluster was created if none).",
+    _CL, registry=REGISTRY)
+BACKUP_DURATION = Histogram(
+    "openbao_backup_duration_seconds", "Duration of finished backup runs (executor timing).",
+    _CL, buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+    registry=REGISTRY)
+BACKUP_LAST_SIZE = Gauge("openbao_backup_last_size_bytes",
+                         "Size of the newest successful snapshot.", _CL, registry=REGISTRY)
+BACKUP_SUCCESS = Counter("openbao_backup_success_total", "Successful backups.", _CL,
+                         registry=REGISTRY)
+BACKUP_FAILURE = Counter("openbao_backup_failure_total", "Failed backups by reason.",
+                         [*_CL, "reason"], registry=REGISTRY)
+BACKUP_CONSECUTIVE_FAILURES = Gauge(
+    "openbao_backup_consecutive_failures", "Failed backups since the last success.", _CL,
+    registry=REGISTRY)
+BACKUP_IN_PROGRESS = Gauge("openbao_backup_in_progress",
+                           "1 while a backup Job of the cluster runs.", _CL, registry=REGISTRY)
+BACKUP_RETENTION_DELETED = Counter(
+    "openbao_backup_retention_deleted_total", "Backups deleted by retention.", _CL,
+    registry=REGISTRY)
+BACKUP_MISSED = Counter("openbao_backup_missed_schedules_total",
+                        "Schedule windows that did not run.", _CL, registry=REGISTRY)
+BACKUP_LOCK_HELD = Gauge(
+    "openbao_backup_lock_held_seconds",
+    "Seconds the backup manager has held the cluster's operation lock (0: not held).", _CL,
+    registry=REGISTRY)
+BACKUP_PREFLIGHT_BLOCKED = Gauge(
+    "openbao_backup_preflight_blocked", "1 while a due backup waits on a failed preflight.",
+    _CL, registry=REGISTRY)
+_BACKUP_PLAIN = (BACKUP_LAST_SUCCESS, BACKUP_AGE, BACKUP_DURATION, BACKUP_LAST_SIZE,
+                 BACKUP_SUCCESS, BACKUP_CONSECUTIVE_FAILURES, BACKUP_IN_PROGRESS,
+                 BACKUP_RETENTION_DELETED, BACKUP_MISSED, BACKUP_LOCK_HELD,
+                 BACKUP_PREFLIGHT_BLOCKED)
+
+
+class BackupMetrics:
+    """The backup metrics of one cluster; created at zero, removed with :meth:`remove`."""
+
+    def __init__(
+        self, *, namespace: str, cluster: str, created: float, now: Callable[[], float]
+    ) -> None:
+        self._labels = (namespace, cluster)
+        self._created = created
+        self._now = now
+        self._last_success = 0.0
+        self._lock_since: float | None = None
+        for metric in _BACKUP_PLAIN:
+            metric.labels(*self._labels)
+        for reason in BACKUP_FAILURE_REASONS:
+            BACKUP_FAILURE.labels(*self._labels, reason)
+        BACKUP_AGE.labels(*self._labels).set_function(self._age)
+        BACKUP_LOCK_HELD.labels(*self._labels).set_function(self._lock_held)
+
+    def _age(self) -> float:
+        return max(0.0, self._now() - (self._last_success or self._created))
+
+    def _lock_held(self) -> float:
+        return 0.0 if self._lock_since is None else max(0.0, self._now() - self._lock_since)
+
+    def restore_state(self, *, last_success: float | None, consecutive_failures: int,
+                      last_size: int | None) -> None:
+        """Gauges from the cluster's status after a controller (re)start."""
+        if last_success:
+            self._last_success = last_success
+            BACKUP_LAST_SUCCESS.labels(*self._labels).set(last_success)
+        BACKUP_CONSECUTIVE_FAILURES.labels(*self._labels).set(consecutive_failures)
+        if last_size is not None:
+            BACKUP_LAST_SIZE.labels(*self._labels).set(last_size)
+
+    def succeeded(self, *, completed: float, duration: float, size: int) -> None:
+        self._last_success = completed
+        BACKUP_LAST_SUCCESS.labels(*self._labels).set(completed)
+        BACKUP_DURATION.labels(*self._labels).observe(duration)
+        BACKUP_LAST_SIZE.labels(*self._labels).set(size)
+        BACKUP_SUCCESS.labels(*self._labels).inc()
+        BACKUP_CONSECUTIVE_FAILURES.labels(*self._labels).set(0)
+
+    def failed(self, *, reason: str, duration: float | None, consecutive: int) -> None:
+        label = reason if reason in BACKUP_FAILURE_REASONS else "internal"
+        BACKUP_FAILURE.labels(*self._labels, label).inc()
+        if duration is not None:
+            BACKUP_DURATION.labels(*self._labels).observe(duration)
+        BACKUP_CONSECUTIVE_FAILURES.labels(*self._labels).set(consecutive)
+
+    def in_progress(self, running: bool) -> None:
+        BACKUP_IN_PROGRESS.labels(*self._labels).set(1 if running else 0)
+
+    def lock(self, *, held_since: float | None) -> None:
+        self._lock_since = held_since
+
+    def preflight_blocked(self, blocked: bool) -> None:
+        BACKUP_PREFLIGHT_BLOCKED.labels(*self._labels).set(1 if blocked else 0)
+
+    def missed(self, count: int) -> None:
+        if count > 0:
+            BACKUP_MISSED.labels(*self._labels).inc(count)
+
+    def retention_deleted(self, count: int) -> None:
+        if count > 0:
+            BACKUP_RETENTION_DELETED.labels(*self._labels).inc(count)
+
+    def remove(self) -> None:
+        for metric in _BACKUP_PLAIN:
+            with contextlib.suppress(KeyError):
+                metric.remove(*self._labels)
+        for reason in BACKUP_FAILURE_REASONS:
+            with contextlib.suppress(KeyError):
+                BACKUP_FAILURE.remove(*self._labels, reason)
 
 
 def exposition() -> tuple[bytes, str]:

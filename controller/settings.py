@@ -74,12 +74,19 @@ class Settings:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
+    # Backup manager
+    executor_image: str = "ghcr.io/openbao-backup/openbao-backup:0.1.0"
+    job_ttl_seconds: int = 86400  # finished executor Jobs are kept this long (results recorded)
+    operation_lock_seconds: int = 60  # per-cluster operation Lease duration; renewed every 1/3
+
     # Observability
     bind_address: str = "127.0.0.1:8080"
     log_format: LogFormat = "json"
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if self.operation_lock_seconds < 15 or self.job_ttl_seconds < 60:
+            raise ConfigError("operation lock must be >= 15 s and job TTL >= 60 s")
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
         if self.client_qps <= 0 or self.client_burst < 1:
@@ -135,7 +142,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("resync_period", float), ("workers", int), ("reconcile_timeout", float),
         ("drain_timeout", float), ("lease_name", str), ("identity", str),
         ("lease_duration", float), ("renew_deadline", float), ("retry_period", float),
-        ("bind_address", str), ("log_level", str),
+        ("bind_address", str), ("log_level", str), ("executor_image", str),
+        ("job_ttl_seconds", int), ("operation_lock_seconds", int),
     ):
         flag = "--" + attr.replace("_", "-")
         # Parsed as text: numbers are converted (with a ConfigError) in parse(), so a bad
@@ -170,7 +178,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
             if key in values:
                 values[key] = float(str(values[key]))
         for key in ("client_burst", "list_page_size", "watch_timeout_min", "watch_timeout_max",
-                    "workers"):
+                    "workers", "job_ttl_seconds", "operation_lock_seconds"):
             if key in values:
                 values[key] = int(str(values[key]))
     except ValueError as exc:

@@ -170,6 +170,15 @@ def _target(raw: Mapping[str, Any], problems: list[str]) -> Target | None:
     )
 
 
+def parse_target(raw: Mapping[str, Any]) -> Target:
+    """A target (``spec.backup.target`` shape, e.g. as copied onto a record); ValueError if bad."""
+    problems: list[str] = []
+    target = _target(raw, problems)
+    if target is None or problems:
+        raise ValueError("; ".join(problems) or "invalid target")
+    return target
+
+
 def _auth(raw: Mapping[str, Any], problems: list[str]) -> Auth | None:
     chosen = [k for k in ("jwt", "kubernetes", "tokenSecretRef") if raw.get(k)]
     if len(chosen) != 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from controller.cache.store import JSONObject, StoreReader
+from controller.cache.store import IndexFunc, JSONObject, StoreReader
 from controller.kube.client import KubeApi
 from controller.kube.resources import Resource
 from controller.runner import Reconciler
@@ -50,6 +50,7 @@ class ReconcilerSpec:
     primary: Resource
     build: Callable[[Context], Reconciler]
     watches: tuple[Watch, ...] = field(default=())
+    indexers: Mapping[Resource, Mapping[str, IndexFunc]] = field(default_factory=dict)
 
 
 def owner_keys(owner_kind: str) -> KeyMapper:

@@ -1,0 +1,201 @@
+"""Deleting an OpenBaoBackup record deletes its snapshot (unless deletionPolicy is Retain).
+
+Guarantees:
+
+* a record carries :data:`~controller.backup.records.SNAPSHOT_FINALIZER` from birth; it is
+  removed only when the snapshot is confirmed gone (an executor ``delete`` Job succeeded),
+  or there is nothing to delete (policy Retain, no key, the run never produced a snapshot);
+* the controller never deletes objects itself (it holds no storage credentials): a
+  ``<record>-delete`` executor Job does, against the target recorded on the record when it
+  ran (``status.target``), so moving a cluster to a new bucket, or deleting the cluster, does
+  not strand old snapshots; the executor refuses keys outside the cluster's own prefix;
+* a record deleted while its backup runs first cancels the run (the Job is deleted; the
+  executor aborts its upload) and then handles whatever the run left;
+* a failed delete Job is reported (event, condition) and retried with a fresh Job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from controller.backup import conditions as cond
+from controller.backup import names
+from controller.backup.deps import Deps
+from controller.backup.jobresult import JobPhase, interpret
+from controller.backup.jobspec import build_job
+from controller.backup.records import (
+    PENDING,
+    RUNNING,
+    SNAPSHOT_FINALIZER,
+    SUCCEEDED,
+    has_finalizer,
+    name_of,
+    phase_of,
+)
+from controller.backup.runs import release_finalizers
+from controller.backup.spec import (
+    Auth,
+    BackupSpec,
+    ClusterSpec,
+    ExecutorPod,
+    Retention,
+    Target,
+    parse_target,
+)
+from controller.cache.store import JSONObject
+from controller.errors import AlreadyExists, NotFound
+from controller.kube.resources import JOB, OPENBAO_BACKUP
+
+DELETE = names.JobPurpose.DELETE
+RETRY_SECONDS = 30.0
+
+
+def _target_for(record: Mapping[str, Any], cluster: ClusterSpec | None) -> Target | None:
+    raw = (record.get("status") or {}).get("target")
+    if raw:
+        try:
+            return parse_target(raw)
+        except ValueError:
+            pass
+    if cluster is not None and cluster.backup is not None:
+        return cluster.backup.target
+    return None
+
+
+def _carrier(namespace: str, name: str, cluster: ClusterSpec | None, target: Target) -> ClusterSpec:
+    """A ClusterSpec able to build a delete Job even when the cluster is gone."""
+    if cluster is not None and cluster.backup is not None:
+        return cluster
+    return ClusterSpec(
+        namespace=namespace,
+        name=name,
+        uid="",
+        generation=0,
+        address="",
+        ca_configmap=None,
+        ca_secret=None,
+        backup=BackupSpec(
+            schedule=None,
+            time_zone="UTC",
+            suspend=True,
+            starting_deadline_seconds=None,
+            target=target,
+            auth=Auth(method="token"),
+            retention=Retention(),
+            executor=ExecutorPod(),
+        ),
+    )
+
+
+async def handle(
+    deps: Deps, *, record: JSONObject, cluster: ClusterSpec | None, cluster_name: str
+) -> float | None:
+    """Progress the deletion of ``record``; seconds to requeue after, or None."""
+    ns, rec = str(record["metadata"]["namespace"]), name_of(record)
+    if not has_finalizer(record, SNAPSHOT_FINALIZER):
+        return None
+    phase = phase_of(record)
+    if phase == RUNNING:
+        job = deps.job_of(namespace=ns, record=rec, purpose=names.JobPurpose.BACKUP)
+        if job is not None and not job["metadata"].get("deletionTimestamp"):
+            with contextlib.suppress(NotFound):
+                await deps.api.delete(
+                    path=JOB.path(namespace=ns, name=job["metadata"]["name"]),
+                    propagation="Foreground",
+                )
+            await deps.events.emit(
+                obj=record,
+                type="Warning",
+                reason="BackupCancelled",
+                note="record deleted while its backup ran; Job deleted",
+            )
+        return None  # the run's outcome is recorded first (runs.observe), then we continue
+    status = record.get("status") or {}
+    key = status.get("key")
+    policy = (record.get("spec") or {}).get("deletionPolicy") or "Delete"
+    deleted = cond.is_true(status.get("conditions"), cond.SNAPSHOT_DELETED)
+    if phase in (PENDING,) or phase != SUCCEEDED or not key or policy == "Retain" or deleted:
+        await _remove_finalizer(deps, record)
+        return None
+    target = _target_for(record, cluster)
+    if target is None:
+        await deps.events.emit(
+            obj=record,
+            type="Warning",
+            reason="SnapshotDeleteBlocked",
+            note="no storage target is known for this record; its snapshot is kept",
+        )
+        await _remove_finalizer(deps, record)
+        return None
+    job_name = names.job_name(record=rec, purpose=DELETE)
+    job = deps.job_of(namespace=ns, record=rec, purpose=DELETE)
+    if job is None:
+        body = build_job(
+            cluster=_carrier(ns, cluster_name, cluster, target),
+            record=record,
+            job_name=job_name,
+            purpose="delete",
+            image=deps.executor_image,
+            ttl_seconds_after_finished=deps.job_ttl_seconds,
+            delete_keys=[str(key)],
+            target_override=target,
+        )
+        with contextlib.suppress(AlreadyExists):
+            await deps.api.create(path=JOB.path(namespace=ns), body=body)
+        return None
+    result = interpret(
+        job=job, pods=deps.pods_of(namespace=ns, job=job_name), expected_mode="delete"
+    )
+    if result.phase is JobPhase.RUNNING:
+        return None
+    if result.phase is JobPhase.SUCCEEDED:
+        now = deps.now()
+        await deps.status.backup(
+            obj=record,
+            status={
+                "conditions": cond.set_condition(
+                    status.get("conditions"),
+                    type=cond.SNAPSHOT_DELETED,
+                    status="True",
+                    reason="Deleted",
+                    message=f"deleted {key}",
+                    observed_generation=None,
+                    now=now,
+                )
+            },
+        )
+        await release_finalizers(deps, namespace=ns, job_name=job_name)
+        await _remove_finalizer(deps, record)
+        await deps.events.emit(
+            obj=record, type="Normal", reason="SnapshotDeleted", note=f"deleted {key}"
+        )
+        return None
+    await deps.events.emit(
+        obj=record,
+        type="Warning",
+        reason="SnapshotDeleteFailed",
+        note=f"{result.reason}: {result.message}; retrying",
+    )
+    await release_finalizers(deps, namespace=ns, job_name=job_name)
+    with contextlib.suppress(NotFound):
+        await deps.api.delete(path=JOB.path(namespace=ns, name=job_name))
+    return RETRY_SECONDS
+
+
+async def _remove_finalizer(deps: Deps, record: JSONObject) -> None:
+    finalizers = [f for f in record["metadata"].get("finalizers") or () if f != SNAPSHOT_FINALIZER]
+    meta = record["metadata"]
+    try:
+        await deps.api.merge_patch(
+            path=OPENBAO_BACKUP.path(namespace=meta["namespace"], name=meta["name"]),
+            body={
+                "metadata": {
+                    "finalizers": finalizers or None,
+                    "resourceVersion": meta["resourceVersion"],
+                }
+            },
+        )
+    except NotFound:
+        return

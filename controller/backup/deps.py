@@ -1,0 +1,126 @@
+"""What the backup manager's operations share: caches, writers, the lock, metrics, the clock.
+
+Guarantees:
+
+* the caches are read-only views (informer stores); every write goes through ``api``, and
+  every status write through ``status`` (:mod:`controller.backup.status`);
+* ``now`` is the only clock the operations read, so tests can inject one;
+* cluster-scoped lookups (records of a cluster, pods of a Job) use the informers' secondary
+  indexes (:data:`INDEXERS`), not scans.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.backup import names
+from controller.backup.jobspec import LABEL_CLUSTER
+from controller.backup.lock import OperationLock
+from controller.backup.preflight import HealthProbe
+from controller.backup.status import StatusWriter
+from controller.cache.store import IndexFunc, JSONObject, StoreReader
+from controller.kube.client import KubeApi
+from controller.kube.events import EventRecorder
+from controller.kube.resources import JOB, LEASE, OPENBAO_BACKUP, POD, Resource
+from controller.metrics import BackupMetrics
+
+BY_CLUSTER = "cluster"
+BY_JOB = "job"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+Probe = Callable[..., Awaitable[HealthProbe]]
+
+
+def _record_cluster(obj: JSONObject) -> list[str]:
+    cluster = (obj.get("spec") or {}).get("cluster")
+    namespace = obj["metadata"].get("namespace")
+    return [f"{namespace}/{cluster}"] if cluster and namespace else []
+
+
+def _labelled_cluster(obj: JSONObject) -> list[str]:
+    cluster = (obj["metadata"].get("labels") or {}).get(LABEL_CLUSTER)
+    namespace = obj["metadata"].get("namespace")
+    return [f"{namespace}/{cluster}"] if cluster and namespace else []
+
+
+def _pod_job(obj: JSONObject) -> list[str]:
+    labels = obj["metadata"].get("labels") or {}
+    job = labels.get(JOB_NAME_LABEL) or labels.get("job-name")
+    return [f"{obj['metadata'].get('namespace')}/{job}"] if job else []
+
+
+INDEXERS: Mapping[Resource, Mapping[str, IndexFunc]] = {
+    OPENBAO_BACKUP: {BY_CLUSTER: _record_cluster},
+    JOB: {BY_CLUSTER: _labelled_cluster},
+    POD: {BY_JOB: _pod_job, BY_CLUSTER: _labelled_cluster},
+    LEASE: {BY_CLUSTER: _labelled_cluster},
+}
+"""Secondary indexes; they also map each object to the cluster key it wakes up."""
+
+CLUSTER_KEY_MAPPERS: Mapping[Resource, IndexFunc] = {
+    OPENBAO_BACKUP: _record_cluster,
+    JOB: _labelled_cluster,
+    POD: _labelled_cluster,
+    LEASE: _labelled_cluster,
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Deps:
+    api: KubeApi
+    clusters: StoreReader
+    backups: StoreReader
+    jobs: StoreReader
+    pods: StoreReader
+    status: StatusWriter
+    events: EventRecorder
+    lock: OperationLock
+    probe: Probe
+    executor_image: str
+    job_ttl_seconds: int
+    now: Callable[[], dt.datetime] = utcnow
+    metrics: dict[str, BackupMetrics] = field(default_factory=dict)
+
+    def records_of(self, *, namespace: str, cluster: str) -> list[JSONObject]:
+        return self.backups.by_index(BY_CLUSTER, f"{namespace}/{cluster}")
+
+    def job_of(
+        self, *, namespace: str, record: str, purpose: names.JobPurpose
+    ) -> JSONObject | None:
+        return self.jobs.get(f"{namespace}/{names.job_name(record=record, purpose=purpose)}")
+
+    def pods_of(self, *, namespace: str, job: str) -> list[JSONObject]:
+        return self.pods.by_index(BY_JOB, f"{namespace}/{job}")
+
+    def metrics_for(self, *, namespace: str, cluster: str, created: float) -> BackupMetrics:
+        key = f"{namespace}/{cluster}"
+        if key not in self.metrics:
+            self.metrics[key] = BackupMetrics(
+                namespace=namespace,
+                cluster=cluster,
+                created=created,
+                now=lambda: self.now().timestamp(),
+            )
+        return self.metrics[key]
+
+    def drop_metrics(self, *, namespace: str, cluster: str) -> None:
+        found = self.metrics.pop(f"{namespace}/{cluster}", None)
+        if found is not None:
+            found.remove()
+
+
+def job_terminal(job: Mapping[str, Any] | None) -> bool:
+    """A Job that has finished (Complete or Failed); ``None`` (gone) counts as finished."""
+    if job is None:
+        return True
+    for cond in (job.get("status") or {}).get("conditions") or ():
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return True
+    return False
