@@ -106,6 +106,26 @@ class OpenBao:
     def stop(self) -> None:
         self.server.stop()
 
+    def setup_backup_policy(self) -> str:
+        """A policy that may take snapshots (and nothing else); returns its name."""
+        self.api("PUT", "sys/policies/acl/openbao-backup", {
+            "policy": 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }'})
+        return "openbao-backup"
+
+    def setup_jwt_auth(self, *, mount: str, public_key_pem: str, issuer: str) -> None:
+        """JWT auth that trusts the local control plane's service-account tokens."""
+        status, _ = self.request("GET", f"sys/auth/{mount}")
+        if status != 200:
+            self.api("POST", f"sys/auth/{mount}", {"type": "jwt"})
+        self.api("POST", f"auth/{mount}/config",
+                 {"jwt_validation_pubkeys": [public_key_pem], "bound_issuer": issuer})
+
+    def jwt_role(self, *, mount: str, role: str, subject: str, audience: str) -> None:
+        policy = self.setup_backup_policy()
+        self.api("POST", f"auth/{mount}/role/{role}", {
+            "role_type": "jwt", "user_claim": "sub", "bound_subject": subject,
+            "bound_audiences": [audience], "token_policies": [policy], "token_ttl": "10m"})
+
 
 def start_openbao(workdir: Path, *, name: str = "openbao", kv: bool = True) -> OpenBao:
     """Start, initialise and unseal a single-node Raft OpenBao in ``workdir/name``."""
