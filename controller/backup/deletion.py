@@ -152,7 +152,7 @@ async def handle(
         return None
     if result.phase is JobPhase.SUCCEEDED:
         now = deps.now()
-        await deps.status.backup(
+        record = await deps.status.backup(
             obj=record,
             status={
                 "conditions": cond.set_condition(
@@ -166,11 +166,11 @@ async def handle(
                 )
             },
         )
-        await release_finalizers(deps, namespace=ns, job_name=job_name)
-        await _remove_finalizer(deps, record)
         await deps.events.emit(
             obj=record, type="Normal", reason="SnapshotDeleted", note=f"deleted {key}"
         )
+        await release_finalizers(deps, namespace=ns, job_name=job_name)
+        await _remove_finalizer(deps, record)  # the status write's resourceVersion
         return None
     await deps.events.emit(
         obj=record,
