@@ -45,11 +45,14 @@ from controller.backup.spec import (
     parse_target,
 )
 from controller.cache.store import JSONObject
-from controller.errors import AlreadyExists, NotFound
+from controller.errors import AlreadyExists, Forbidden, NotFound
+from controller.kube.finalizers import remove_finalizer
 from controller.kube.resources import JOB, OPENBAO_BACKUP
+from controller.logging import get_logger
 
 DELETE = names.JobPurpose.DELETE
 RETRY_SECONDS = 30.0
+_log = get_logger(controller="backup-manager", component="deletion")
 
 
 def _target_for(record: Mapping[str, Any], cluster: ClusterSpec | None) -> Target | None:
@@ -142,8 +145,17 @@ async def handle(
             delete_keys=[str(key)],
             target_override=target,
         )
-        with contextlib.suppress(AlreadyExists):
+        try:
             await deps.api.create(path=JOB.path(namespace=ns), body=body)
+        except AlreadyExists:
+            pass
+        except Forbidden as exc:
+            if "being terminated" not in exc.message:
+                raise
+            # The whole namespace is being deleted: no Job can run here any more. Keep the
+            # snapshot (a backup tool errs on the side of data) and let the record go.
+            _log.warning("namespace terminating: snapshot kept", namespace=ns, record=rec, key=key)
+            await _remove_finalizer(deps, record)
         return None
     result = interpret(
         job=job, pods=deps.pods_of(namespace=ns, job=job_name), expected_mode="delete"
@@ -185,17 +197,10 @@ async def handle(
 
 
 async def _remove_finalizer(deps: Deps, record: JSONObject) -> None:
-    finalizers = [f for f in record["metadata"].get("finalizers") or () if f != SNAPSHOT_FINALIZER]
     meta = record["metadata"]
-    try:
-        await deps.api.merge_patch(
-            path=OPENBAO_BACKUP.path(namespace=meta["namespace"], name=meta["name"]),
-            body={
-                "metadata": {
-                    "finalizers": finalizers or None,
-                    "resourceVersion": meta["resourceVersion"],
-                }
-            },
-        )
-    except NotFound:
-        return
+    await remove_finalizer(
+        deps.api,
+        path=OPENBAO_BACKUP.path(namespace=meta["namespace"], name=meta["name"]),
+        obj=record,
+        finalizer=SNAPSHOT_FINALIZER,
+    )

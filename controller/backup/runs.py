@@ -35,6 +35,7 @@ from controller.backup.records import FAILED, RUNNING, SUCCEEDED, name_of, sched
 from controller.backup.spec import ClusterSpec
 from controller.cache.store import JSONObject, thaw
 from controller.errors import AlreadyExists, NotFound
+from controller.kube.finalizers import remove_finalizer
 from controller.kube.resources import JOB, POD
 
 JSON = dict[str, Any]
@@ -344,22 +345,7 @@ async def release_finalizers(deps: Deps, *, namespace: str, job_name: str) -> No
 
 
 async def _drop_finalizer(deps: Deps, path: str, obj: Mapping[str, Any]) -> None:
-    finalizers = list(obj["metadata"].get("finalizers") or ())
-    if RESULT_FINALIZER not in finalizers:
-        return
-    remaining = [f for f in finalizers if f != RESULT_FINALIZER]
-    try:
-        await deps.api.merge_patch(
-            path=path,
-            body={
-                "metadata": {
-                    "finalizers": remaining or None,
-                    "resourceVersion": obj["metadata"]["resourceVersion"],
-                }
-            },
-        )
-    except NotFound:
-        return
+    await remove_finalizer(deps.api, path=path, obj=obj, finalizer=RESULT_FINALIZER)
 
 
 def completion_epoch(record: Mapping[str, Any]) -> float:

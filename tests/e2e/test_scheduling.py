@@ -1,0 +1,98 @@
+"""Scheduled backups: one record and one Job per window, across replicas and crashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from devenv.controller import ControllerProcess
+from devenv.controlplane import ControlPlane
+
+from tests.e2e.conftest import Env, until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_per_minute_schedule_with_two_replicas(
+    env: Env, control_plane: ControlPlane, session_dir: Path
+) -> None:
+    standby = ControllerProcess(kubeconfig=control_plane.kubeconfig,
+                                workdir=session_dir / "controller", identity="controller-1")
+    standby.start()
+    try:
+        created = dt.datetime.now(dt.UTC)
+        await env.create_cluster("bao", schedule="* * * * *", startingDeadlineSeconds=300)
+
+        async def first_window() -> dict[str, object] | None:
+            for rec in await env.backups("bao"):
+                if (rec.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    return rec
+            return None
+
+        rec = await until(first_window, timeout=150, what="the first scheduled backup")
+        assert rec["status"]["phase"] == "Succeeded", rec["status"]
+        assert rec["spec"]["trigger"] == "scheduled"
+        window = dt.datetime.fromisoformat(rec["status"]["scheduledTime"].replace("Z", "+00:00"))
+        assert window > created and window.second == 0
+        assert rec["metadata"]["name"] == f"bao-{window:%Y%m%d%H%M}"
+
+        async def next_is_set() -> dict[str, object] | None:
+            obj = await env.get("openbaoclusters", "bao")
+            backup = ((obj or {}).get("status") or {}).get("backup") or {}
+            return backup if backup.get("lastAttemptScheduledTime") else None
+
+        backup = await until(next_is_set, what="status after the first window")
+        assert backup["lastAttemptScheduledTime"] == rec["status"]["scheduledTime"]
+        nxt = dt.datetime.fromisoformat(str(backup["nextScheduledBackup"]).replace("Z", "+00:00"))
+        assert nxt > window and nxt.second == 0
+        # two replicas, one window: exactly one record and one Job for it
+        names = [r["metadata"]["name"] for r in await env.backups("bao")
+                 if r["status"].get("scheduledTime") == rec["status"]["scheduledTime"]]
+        assert names == [rec["metadata"]["name"]]
+        jobs = [j.metadata.name for j in await env.jobs()
+                if j.metadata.name.startswith(str(rec["metadata"]["name"]))]
+        assert jobs == [f"{rec['metadata']['name']}-backup"]
+        standby.check_alive()
+    finally:
+        standby.stop()
+
+
+async def test_controller_killed_while_job_runs(env: Env) -> None:
+    await env.create_cluster("bao")
+    await env.trigger("bao", "crash")
+
+    async def job_exists() -> list[object]:
+        return await env.jobs()
+
+    jobs = await until(job_exists, interval=0.05, what="the backup Job")
+    env.controller.kill()  # SIGKILL: no drain, no lease release
+    try:
+        async def job_finished() -> bool:
+            for job in await env.jobs():
+                for cond in job.status.conditions or ():
+                    if cond.type in ("Complete", "Failed") and cond.status == "True":
+                        return True
+            return False
+
+        await until(job_finished, what="the Job to finish while the controller is down")
+    finally:
+        env.controller.start()
+    name = jobs[0].metadata.name.removesuffix("-backup")
+    done = await env.wait_phase(name, {"Succeeded", "Failed"})
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert [j.metadata.name for j in await env.jobs()] == [jobs[0].metadata.name]
+
+    async def counted() -> dict[str, object] | None:
+        obj = await env.get("openbaoclusters", "bao")
+        backup = ((obj or {}).get("status") or {}).get("backup") or {}
+        return backup if backup.get("lastBackupRecord") == name else None
+
+    backup = await until(counted, what="the outcome recorded after the restart")
+    assert backup["consecutiveFailures"] == 0
+
+    async def finalizers_released() -> bool:
+        job = [j for j in await env.jobs() if j.metadata.name == jobs[0].metadata.name][0]
+        return not (job.metadata.finalizers or [])
+
+    await until(finalizers_released, what="the Job's result finalizer removed")
