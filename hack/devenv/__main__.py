@@ -1,9 +1,14 @@
-"""``python -m devenv up``: the local development environment, up until Ctrl-C.
+"""``python -m devenv up|demo``: the local development environment and the main job.
 
-Brings up, on 127.0.0.1 only: the real control plane (etcd, kube-apiserver,
+``up`` brings up, on 127.0.0.1 only: the real control plane (etcd, kube-apiserver,
 kube-controller-manager), the local node agent, a real OpenBao (initialised, unsealed) and the
 storage servers; applies the CRDs; prints how to reach everything; stops all of it by PID on
 exit. ``--check`` runs a short smoke check (a Job through the real Job controller) and exits.
+
+``demo`` is the main job on the local default: the same environment with S3 only, plus the
+controller, a sample OpenBaoCluster, a manual backup triggered with kubectl, its progress,
+``kubectl get openbaoclusters,openbaobackups``, the object in the bucket and the backup
+metrics. ``--keep`` leaves everything running afterwards until Ctrl-C.
 
 Dev/test infrastructure, not product code.
 """
@@ -105,13 +110,155 @@ class Env:
         print(self.kubectl("get", "nodes,jobs,pods", "-o", "wide"), flush=True)
 
 
+def demo(env: Env, *, keep: bool, stop: threading.Event) -> int:
+    from devenv.controller import ControllerProcess
+    from devenv.controlplane import SA_ISSUER
+    from devenv.storage import MOTO_ACCESS_KEY, MOTO_REGION, MOTO_SECRET_KEY
+
+    assert env.cp is not None and env.cp.pki is not None and env.bao is not None
+    s3 = env.storage["s3"]
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+        region_name=MOTO_REGION,
+    )
+    client.create_bucket(Bucket="openbao-backups")
+    env.bao.setup_jwt_auth(
+        mount="jwt", public_key_pem=env.cp.pki.sa_pub.read_text(), issuer=SA_ISSUER
+    )
+    env.bao.jwt_role(
+        mount="jwt",
+        role="backup",
+        audience="openbao",
+        subject="system:serviceaccount:demo:openbao-backup",
+    )
+    env.bao.kv_put("demo/db", {"password": "s3cr3t"})
+    step("OpenBao: JWT auth trusts the cluster's service-account tokens; role 'backup'")
+    ctl = ControllerProcess(kubeconfig=env.cp.kubeconfig, workdir=env.workdir).start()
+    step(f"controller running (python -m controller), metrics at {ctl.url}/metrics")
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "openbao-backup", "namespace": "demo"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s3-credentials", "namespace": "demo"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY,
+            },
+        },
+        {
+            "apiVersion": "backup.openbao.org/v1alpha1",
+            "kind": "OpenBaoCluster",
+            "metadata": {"name": "vault", "namespace": "demo"},
+            "spec": {
+                "address": env.bao.addr,
+                "backup": {
+                    "schedule": "0 */6 * * *",
+                    "timeZone": "Europe/Berlin",
+                    "target": {
+                        "provider": "s3",
+                        "endpoint": s3.endpoint,
+                        "bucket": "openbao-backups",
+                        "region": MOTO_REGION,
+                        "pathPrefix": "openbao",
+                        "credentialsSecretRef": {"name": "s3-credentials"},
+                    },
+                    "auth": {"jwt": {"role": "backup", "audience": "openbao"}},
+                    "retention": {"maxCount": 7, "maxAge": "30d"},
+                    "executor": {
+                        "serviceAccountName": "openbao-backup",
+                        "podLabels": {LOCAL_NODE_LABEL: "true"},
+                    },
+                },
+            },
+        },
+    ]
+    for doc in manifests:
+        env.kubectl("apply", "-f", "-", stdin=json.dumps(doc))
+    step(
+        "applied namespace demo, a ServiceAccount, the S3 credentials Secret and "
+        "OpenBaoCluster demo/vault (schedule '0 */6 * * *' Europe/Berlin, retention 7/30d)"
+    )
+    step("kubectl -n demo annotate openbaocluster vault backup.openbao.org/trigger=demo-1")
+    env.kubectl(
+        "-n",
+        "demo",
+        "annotate",
+        "openbaocluster",
+        "vault",
+        "backup.openbao.org/trigger=demo-1",
+        "--overwrite",
+    )
+    deadline = time.monotonic() + 180
+    last = ""
+    phase = ""
+    while time.monotonic() < deadline and not stop.is_set():
+        out = env.kubectl(
+            "-n",
+            "demo",
+            "get",
+            "openbaobackups",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.phase}{'\\n'}{end}",
+            check=False,
+        ).strip()
+        if out and out != last:
+            step(f"progress: {out}")
+            last = out
+        phase = out.split()[-1] if out.split() else ""
+        if phase in ("Succeeded", "Failed"):
+            break
+        stop.wait(0.5)
+        ctl.check_alive()
+    print(
+        env.kubectl("-n", "demo", "get", "openbaoclusters,openbaobackups", "-o", "wide"), flush=True
+    )
+    step("objects in s3://openbao-backups:")
+    for obj in client.list_objects_v2(Bucket="openbao-backups").get("Contents", []):
+        print(f"    {obj['Size']:>10}  {obj['Key']}", flush=True)
+    step("backup metrics:")
+    for line in ctl.metrics().splitlines():
+        if (
+            line.startswith("openbao_backup_")
+            and 'cluster="vault"' in line
+            and ("bucket" not in line)
+        ):
+            print(f"    {line}", flush=True)
+    if phase != "Succeeded":
+        step(
+            f"backup did not succeed (phase {phase or 'unknown'}); controller log: "
+            f"{ctl.server.log_path if ctl.server else '?'}"
+        )
+        ctl.stop()
+        return 1
+    step("backup verified and stored")
+    if keep:
+        step(f"export KUBECONFIG={env.cp.kubeconfig}; kubectl: {env.cp.kubectl}")
+        step("running; Ctrl-C to stop")
+        while not stop.is_set():
+            stop.wait(1.0)
+    ctl.stop()
+    return 0
+
+
 def step(msg: str) -> None:
     print(f"==> {msg}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devenv", description=__doc__)
-    parser.add_argument("command", choices=["up"])
+    parser.add_argument("command", choices=["up", "demo"])
+    parser.add_argument("--keep", action="store_true", help="demo: keep running afterwards")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--storage", default="s3,gcs,azure", help="comma list of s3,gcs,azure")
     parser.add_argument("--check", action="store_true", help="smoke-check and exit")
@@ -121,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        if args.command == "demo":
+            env.up(storage=("s3",))
+            return demo(env, keep=args.keep, stop=stop)
         env.up(storage=tuple(s for s in args.storage.split(",") if s))
         if args.check:
             env.smoke()

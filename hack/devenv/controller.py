@@ -31,20 +31,30 @@ class ControllerProcess:
 
     def start(self, *, wait_ready: bool = True, timeout: float = 60.0) -> ControllerProcess:
         argv = [
-            sys.executable, "-m", "controller",
-            "--kubeconfig", str(self.kubeconfig),
-            "--bind-address", f"127.0.0.1:{self.port}",
-            "--lease-namespace", "default",
-            "--identity", self.identity,
-            "--log-format", "json",
-            "--executor-image", "local/openbao-backup-executor:dev",
+            sys.executable,
+            "-m",
+            "controller",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--bind-address",
+            f"127.0.0.1:{self.port}",
+            "--lease-namespace",
+            "default",
+            "--identity",
+            self.identity,
+            "--log-format",
+            "json",
+            "--executor-image",
+            "local/openbao-backup-executor:dev",
             *self.extra_args,
         ]
-        self.server = Server(f"controller-{self.identity}", argv,
-                             self.workdir / f"controller-{self.identity}.log").start()
+        self.server = Server(
+            f"controller-{self.identity}", argv, self.workdir / f"controller-{self.identity}.log"
+        ).start()
         if wait_ready:
-            self.server.wait_until(lambda: http_ok(f"{self.url}/readyz"), timeout=timeout,
-                                   what="/readyz")
+            self.server.wait_until(
+                lambda: http_ok(f"{self.url}/readyz"), timeout=timeout, what="/readyz"
+            )
         return self
 
     def metrics(self) -> str:
