@@ -27,18 +27,22 @@ JWT_MOUNT = "jwt"
 @pytest.fixture(scope="session")
 def jwt_auth(openbao: OpenBao, control_plane: ControlPlane) -> str:
     assert control_plane.pki is not None
-    openbao.setup_jwt_auth(mount=JWT_MOUNT, public_key_pem=control_plane.pki.sa_pub.read_text(),
-                           issuer=SA_ISSUER)
+    openbao.setup_jwt_auth(
+        mount=JWT_MOUNT, public_key_pem=control_plane.pki.sa_pub.read_text(), issuer=SA_ISSUER
+    )
     return JWT_MOUNT
 
 
 @pytest.fixture(scope="session")
 def controller(
-    control_plane: ControlPlane, node_agent: NodeAgentProcess, crds: list[str],
+    control_plane: ControlPlane,
+    node_agent: NodeAgentProcess,
+    crds: list[str],
     session_dir: Path,
 ) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(kubeconfig=control_plane.kubeconfig,
-                             workdir=session_dir / "controller").start()
+    proc = ControllerProcess(
+        kubeconfig=control_plane.kubeconfig, workdir=session_dir / "controller"
+    ).start()
     try:
         yield proc
     finally:
@@ -46,7 +50,10 @@ def controller(
 
 
 async def until(
-    probe: Callable[[], Awaitable[Any]], *, timeout: float = 90.0, what: str = "condition",
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float = 90.0,
+    what: str = "condition",
     interval: float = 0.25,
 ) -> Any:
     """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
@@ -78,13 +85,16 @@ class Env:
     def cluster_body(self, name: str, **backup: Any) -> dict[str, Any]:
         spec_backup: dict[str, Any] = {
             "target": {
-                "provider": "s3", "endpoint": self.s3.endpoint, "bucket": self.bucket,
-                "region": MOTO_REGION, "pathPrefix": "backups", "usePathStyle": True,
+                "provider": "s3",
+                "endpoint": self.s3.endpoint,
+                "bucket": self.bucket,
+                "region": MOTO_REGION,
+                "pathPrefix": "backups",
+                "usePathStyle": True,
                 "credentialsSecretRef": {"name": "s3-credentials"},
             },
             "auth": {"jwt": {"mount": JWT_MOUNT, "role": self.role, "audience": "openbao"}},
-            "executor": {"podLabels": {LOCAL_NODE_LABEL: "true"},
-                         "activeDeadlineSeconds": 300},
+            "executor": {"podLabels": {LOCAL_NODE_LABEL: "true"}, "activeDeadlineSeconds": 300},
         }
         for key, value in backup.items():
             if isinstance(value, dict) and isinstance(spec_backup.get(key), dict):
@@ -94,7 +104,8 @@ class Env:
             else:
                 spec_backup[key] = value
         return {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "OpenBaoCluster",
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "OpenBaoCluster",
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": {"address": self.openbao.addr, "backup": spec_backup},
         }
@@ -105,13 +116,15 @@ class Env:
 
     async def create_cluster(self, name: str, **backup: Any) -> dict[str, Any]:
         obj: dict[str, Any] = await self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "openbaoclusters", self.cluster_body(name, **backup))
+            GROUP, VERSION, self.namespace, "openbaoclusters", self.cluster_body(name, **backup)
+        )
         return obj
 
     async def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name)
+                GROUP, VERSION, self.namespace, plural, name
+            )
             return obj
         except k8s.ApiException as exc:
             if exc.status == 404:
@@ -119,16 +132,20 @@ class Env:
             raise
 
     async def patch(self, plural: str, name: str, body: dict[str, Any]) -> None:
-        await self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name, body, _content_type=MERGE)
+        patch: Any = self.custom.patch_namespaced_custom_object
+        await patch(GROUP, VERSION, self.namespace, plural, name, body, _content_type=MERGE)
 
     async def trigger(self, cluster: str, value: str) -> None:
-        await self.patch("openbaoclusters", cluster, {
-            "metadata": {"annotations": {"backup.openbao.org/trigger": value}}})
+        await self.patch(
+            "openbaoclusters",
+            cluster,
+            {"metadata": {"annotations": {"backup.openbao.org/trigger": value}}},
+        )
 
     async def backups(self, cluster: str | None = None) -> list[dict[str, Any]]:
         out = await self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "openbaobackups")
+            GROUP, VERSION, self.namespace, "openbaobackups"
+        )
         items: list[dict[str, Any]] = out["items"]
         return [b for b in items if cluster is None or b["spec"]["cluster"] == cluster]
 
@@ -146,6 +163,7 @@ class Env:
             if obj and (obj.get("status") or {}).get("phase") in phases:
                 return obj
             return None
+
         got: dict[str, Any] = await until(probe, timeout=timeout, what=f"{name} in {phases}")
         return got
 
@@ -154,7 +172,7 @@ class Env:
         for line in self.controller.metrics().splitlines():
             if not line.startswith(name + "{"):
                 continue
-            label_text = line[len(name) + 1: line.index("}")]
+            label_text = line[len(name) + 1 : line.index("}")]
             pairs = dict(p.split("=", 1) for p in label_text.split(",") if p)
             pairs = {k: v.strip('"') for k, v in pairs.items()}
             if all(pairs.get(k) == v for k, v in want.items()):
@@ -164,17 +182,38 @@ class Env:
 
 @pytest.fixture
 async def env(
-    kube_client: k8s.ApiClient, namespace: str, s3_server: StorageServer, s3_bucket: str,
-    openbao: OpenBao, controller: ControllerProcess, jwt_auth: str,
+    kube_client: k8s.ApiClient,
+    namespace: str,
+    s3_server: StorageServer,
+    s3_bucket: str,
+    openbao: OpenBao,
+    controller: ControllerProcess,
+    jwt_auth: str,
 ) -> AsyncIterator[Env]:
     core = k8s.CoreV1Api(kube_client)
-    await core.create_namespaced_secret(namespace, k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(name="s3-credentials"),
-        string_data={"AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY,
-                     "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY}))
-    e = Env(api=kube_client, namespace=namespace, bucket=s3_bucket, s3=s3_server,
-            openbao=openbao, controller=controller)
-    openbao.jwt_role(mount=jwt_auth, role=e.role,
-                     subject=f"system:serviceaccount:{namespace}:default", audience="openbao")
+    await core.create_namespaced_secret(
+        namespace,
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="s3-credentials"),
+            string_data={
+                "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY,
+            },
+        ),
+    )
+    e = Env(
+        api=kube_client,
+        namespace=namespace,
+        bucket=s3_bucket,
+        s3=s3_server,
+        openbao=openbao,
+        controller=controller,
+    )
+    openbao.jwt_role(
+        mount=jwt_auth,
+        role=e.role,
+        subject=f"system:serviceaccount:{namespace}:default",
+        audience="openbao",
+    )
     yield e
     controller.check_alive()

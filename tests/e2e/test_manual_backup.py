@@ -7,6 +7,7 @@ Real control plane + Job controller, the node agent running the real executor, r
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ async def test_annotation_trigger_backs_up_once(env: Env) -> None:
     await env.create_cluster("bao")
     await env.trigger("bao", "first")
 
-    async def one_record() -> list[dict[str, object]]:
+    async def one_record() -> list[dict[str, Any]]:
         return await env.backups("bao")
 
     records = await until(one_record, what="a record for the trigger")
@@ -43,13 +44,14 @@ async def test_annotation_trigger_backs_up_once(env: Env) -> None:
     # the verified object and its manifest are in the bucket
     keys = list_keys("s3", endpoint=env.s3.endpoint, bucket=env.bucket)
     assert keys[key] == status["size"]
-    manifest = json.loads(read_object("s3", endpoint=env.s3.endpoint, bucket=env.bucket,
-                                      key=status["manifestKey"]))
+    manifest = json.loads(
+        read_object("s3", endpoint=env.s3.endpoint, bucket=env.bucket, key=status["manifestKey"])
+    )
     assert manifest["sha256"] == status["sha256"]
     assert manifest["cluster"] == "bao" and manifest["namespace"] == env.namespace
 
     # cluster status, written when the Job reached its result
-    async def accounted() -> dict[str, object] | None:
+    async def accounted() -> dict[str, Any] | None:
         obj = await env.get("openbaoclusters", "bao")
         backup = (obj or {}).get("status", {}).get("backup", {})
         return backup if backup.get("lastBackupName") == key else None
@@ -74,7 +76,8 @@ async def test_annotation_trigger_backs_up_once(env: Env) -> None:
     async def two_done() -> bool:
         recs = await env.backups("bao")
         return len(recs) == 2 and all(
-            (r.get("status") or {}).get("phase") == "Succeeded" for r in recs)
+            (r.get("status") or {}).get("phase") == "Succeeded" for r in recs
+        )
 
     await until(two_done, what="second manual backup")
     assert len(await env.jobs()) == 2
@@ -82,12 +85,18 @@ async def test_annotation_trigger_backs_up_once(env: Env) -> None:
 
 async def test_kubectl_created_backup(env: Env) -> None:
     await env.create_cluster("bao")
-    await env.custom.create_namespaced_custom_object(GROUP, VERSION, env.namespace,
-                                                     "openbaobackups", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "OpenBaoBackup",
-        "metadata": {"name": "pre-upgrade"},
-        "spec": {"cluster": "bao", "trigger": "pre-upgrade"},
-    })
+    await env.custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        env.namespace,
+        "openbaobackups",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "OpenBaoBackup",
+            "metadata": {"name": "pre-upgrade"},
+            "spec": {"cluster": "bao", "trigger": "pre-upgrade"},
+        },
+    )
     done = await env.wait_phase("pre-upgrade", {"Succeeded", "Failed"})
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert "backup.openbao.org/snapshot" in done["metadata"]["finalizers"]

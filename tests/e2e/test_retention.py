@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.e2e.conftest import Env, until
@@ -10,7 +12,7 @@ from tests.executor.harness import list_keys
 pytestmark = pytest.mark.integration
 
 
-async def _backup(env: Env, value: str, *, expect: str = "Succeeded") -> dict[str, object]:
+async def _backup(env: Env, value: str, *, expect: str = "Succeeded") -> dict[str, Any]:
     before = {r["metadata"]["name"] for r in await env.backups("bao")}
     await env.trigger("bao", value)
 
@@ -25,19 +27,24 @@ async def _backup(env: Env, value: str, *, expect: str = "Succeeded") -> dict[st
 
 
 def _snapshots(env: Env) -> set[str]:
-    return {k for k in list_keys("s3", endpoint=env.s3.endpoint, bucket=env.bucket)
-            if k.endswith(".snap")}
+    return {
+        k
+        for k in list_keys("s3", endpoint=env.s3.endpoint, bucket=env.bucket)
+        if k.endswith(".snap")
+    }
 
 
 async def _records_are(env: Env, names: set[str]) -> None:
     async def probe() -> bool:
         return {r["metadata"]["name"] for r in await env.backups("bao")} == names
+
     await until(probe, what=f"records == {sorted(names)}")
 
 
 async def _snapshots_are(env: Env, keys: set[str]) -> None:
     async def probe() -> bool:
         return _snapshots(env) == keys
+
     await until(probe, what=f"snapshots == {sorted(keys)}")
 
 
@@ -45,8 +52,9 @@ async def test_retention_by_count_keeps_the_last_good_copy_while_failing(env: En
     await env.create_cluster("bao", retention={"maxCount": 1})
     first = await _backup(env, "a")
     # the target breaks: failures never trigger retention and never evict the good copy
-    await env.patch("openbaoclusters", "bao", {"spec": {"backup": {"target": {
-        "bucket": "no-such-bucket-obb"}}}})
+    await env.patch(
+        "openbaoclusters", "bao", {"spec": {"backup": {"target": {"bucket": "no-such-bucket-obb"}}}}
+    )
     f1 = await _backup(env, "f1", expect="Failed")
     f2 = await _backup(env, "f2", expect="Failed")
     names = {first["metadata"]["name"], f1["metadata"]["name"], f2["metadata"]["name"]}
@@ -54,11 +62,13 @@ async def test_retention_by_count_keeps_the_last_good_copy_while_failing(env: En
     assert _snapshots(env) == {first["status"]["key"]}
 
     # the target is fixed: the next success evicts the older success, and only it
-    await env.patch("openbaoclusters", "bao", {"spec": {"backup": {"target": {
-        "bucket": env.bucket}}}})
+    await env.patch(
+        "openbaoclusters", "bao", {"spec": {"backup": {"target": {"bucket": env.bucket}}}}
+    )
     second = await _backup(env, "b")
-    await _records_are(env, {f1["metadata"]["name"], f2["metadata"]["name"],
-                             second["metadata"]["name"]})
+    await _records_are(
+        env, {f1["metadata"]["name"], f2["metadata"]["name"], second["metadata"]["name"]}
+    )
     await _snapshots_are(env, {second["status"]["key"]})
     keys = list_keys("s3", endpoint=env.s3.endpoint, bucket=env.bucket)
     assert not any(k.startswith(str(first["status"]["key"])) for k in keys), keys  # manifest too
@@ -70,8 +80,7 @@ async def test_retention_by_age_never_deletes_the_newest(env: Env) -> None:
     await env.create_cluster("bao")
     old1 = await _backup(env, "o1")
     old2 = await _backup(env, "o2")
-    await env.patch("openbaoclusters", "bao", {"spec": {"backup": {"retention": {
-        "maxAge": "1s"}}}})
+    await env.patch("openbaoclusters", "bao", {"spec": {"backup": {"retention": {"maxAge": "1s"}}}})
     newest = await _backup(env, "n")
     await _records_are(env, {newest["metadata"]["name"]})
     await _snapshots_are(env, {newest["status"]["key"]})
@@ -82,12 +91,17 @@ async def test_deleting_a_record_deletes_or_retains_its_snapshot(env: Env) -> No
     await env.create_cluster("bao")
     deleted = await _backup(env, "d")
     kept = await _backup(env, "k")
-    await env.patch("openbaobackups", kept["metadata"]["name"],
-                    {"spec": {"deletionPolicy": "Retain"}})
+    await env.patch(
+        "openbaobackups", kept["metadata"]["name"], {"spec": {"deletionPolicy": "Retain"}}
+    )
     for rec in (deleted, kept):
         await env.custom.delete_namespaced_custom_object(
-            "backup.openbao.org", "v1alpha1", env.namespace, "openbaobackups",
-            rec["metadata"]["name"])
+            "backup.openbao.org",
+            "v1alpha1",
+            env.namespace,
+            "openbaobackups",
+            rec["metadata"]["name"],
+        )
     await _records_are(env, set())
     await _snapshots_are(env, {kept["status"]["key"]})
     keys = list_keys("s3", endpoint=env.s3.endpoint, bucket=env.bucket)

@@ -28,14 +28,25 @@ async def _condition(env: Env, plural: str, name: str, ctype: str) -> dict[str, 
 async def test_restore_lock_blocks_until_released(env: Env) -> None:
     coordination = k8s.CoordinationV1Api(env.api)
     now = dt.datetime.now(dt.UTC)
-    await coordination.create_namespaced_lease(env.namespace, {
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "bao-openbao-oplock", "labels": {
-            "app.kubernetes.io/managed-by": "openbao-backup",
-            "backup.openbao.org/cluster": "bao", "backup.openbao.org/lock": "operation"}},
-        "spec": {"holderIdentity": "restore/drill-1", "leaseDurationSeconds": 3600,
-                 "acquireTime": _micro(now), "renewTime": _micro(now)},
-    })
+    lease_body: Any = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": "bao-openbao-oplock",
+            "labels": {
+                "app.kubernetes.io/managed-by": "openbao-backup",
+                "backup.openbao.org/cluster": "bao",
+                "backup.openbao.org/lock": "operation",
+            },
+        },
+        "spec": {
+            "holderIdentity": "restore/drill-1",
+            "leaseDurationSeconds": 3600,
+            "acquireTime": _micro(now),
+            "renewTime": _micro(now),
+        },
+    }
+    await coordination.create_namespaced_lease(env.namespace, lease_body)
     await env.create_cluster("bao")
     await env.trigger("bao", "while-restoring")
 
@@ -87,8 +98,8 @@ async def test_sealed_openbao_blocks_until_unsealed(env: Env) -> None:
     done = await env.wait_phase(records[0]["metadata"]["name"], {"Succeeded", "Failed"})
     assert done["status"]["phase"] == "Succeeded", done["status"]
     cond = await until(
-        lambda: _condition(env, "openbaoclusters", "bao", "PreflightBlocked"),
-        what="condition")
+        lambda: _condition(env, "openbaoclusters", "bao", "PreflightBlocked"), what="condition"
+    )
     assert len(await env.jobs()) == 1
 
 
@@ -100,6 +111,7 @@ async def test_failures_counted_exactly_and_reset_on_success(env: Env) -> None:
             obj = await env.get("openbaoclusters", "bao")
             backup = ((obj or {}).get("status") or {}).get("backup") or {}
             return backup if backup.get("consecutiveFailures") == n else None
+
         return await until(probe, what=f"consecutiveFailures == {n}")
 
     for attempt, value in enumerate(("f1", "f2"), start=1):
@@ -114,8 +126,9 @@ async def test_failures_counted_exactly_and_reset_on_success(env: Env) -> None:
     failing = await _condition(env, "openbaoclusters", "bao", "BackupFailing")
     assert failing is not None and failing["status"] == "True"
 
-    await env.patch("openbaoclusters", "bao", {"spec": {"backup": {"target": {
-        "bucket": env.bucket}}}})
+    await env.patch(
+        "openbaoclusters", "bao", {"spec": {"backup": {"target": {"bucket": env.bucket}}}}
+    )
     await env.trigger("bao", "ok")
     backup = await failures_are(0)
     assert backup["lastBackupRecord"].startswith("bao-manual-")

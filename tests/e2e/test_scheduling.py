@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 from devenv.controller import ControllerProcess
@@ -17,14 +18,17 @@ pytestmark = pytest.mark.integration
 async def test_per_minute_schedule_with_two_replicas(
     env: Env, control_plane: ControlPlane, session_dir: Path
 ) -> None:
-    standby = ControllerProcess(kubeconfig=control_plane.kubeconfig,
-                                workdir=session_dir / "controller", identity="controller-1")
+    standby = ControllerProcess(
+        kubeconfig=control_plane.kubeconfig,
+        workdir=session_dir / "controller",
+        identity="controller-1",
+    )
     standby.start()
     try:
         created = dt.datetime.now(dt.UTC)
         await env.create_cluster("bao", schedule="* * * * *", startingDeadlineSeconds=300)
 
-        async def first_window() -> dict[str, object] | None:
+        async def first_window() -> dict[str, Any] | None:
             for rec in await env.backups("bao"):
                 if (rec.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                     return rec
@@ -37,7 +41,7 @@ async def test_per_minute_schedule_with_two_replicas(
         assert window > created and window.second == 0
         assert rec["metadata"]["name"] == f"bao-{window:%Y%m%d%H%M}"
 
-        async def next_is_set() -> dict[str, object] | None:
+        async def next_is_set() -> dict[str, Any] | None:
             obj = await env.get("openbaoclusters", "bao")
             backup = ((obj or {}).get("status") or {}).get("backup") or {}
             return backup if backup.get("lastAttemptScheduledTime") else None
@@ -47,11 +51,17 @@ async def test_per_minute_schedule_with_two_replicas(
         nxt = dt.datetime.fromisoformat(str(backup["nextScheduledBackup"]).replace("Z", "+00:00"))
         assert nxt > window and nxt.second == 0
         # two replicas, one window: exactly one record and one Job for it
-        names = [r["metadata"]["name"] for r in await env.backups("bao")
-                 if r["status"].get("scheduledTime") == rec["status"]["scheduledTime"]]
+        names = [
+            r["metadata"]["name"]
+            for r in await env.backups("bao")
+            if r["status"].get("scheduledTime") == rec["status"]["scheduledTime"]
+        ]
         assert names == [rec["metadata"]["name"]]
-        jobs = [j.metadata.name for j in await env.jobs()
-                if j.metadata.name.startswith(str(rec["metadata"]["name"]))]
+        jobs = [
+            j.metadata.name
+            for j in await env.jobs()
+            if j.metadata.name.startswith(str(rec["metadata"]["name"]))
+        ]
         assert jobs == [f"{rec['metadata']['name']}-backup"]
         standby.check_alive()
     finally:
@@ -68,6 +78,7 @@ async def test_controller_killed_while_job_runs(env: Env) -> None:
     jobs = await until(job_exists, interval=0.05, what="the backup Job")
     env.controller.kill()  # SIGKILL: no drain, no lease release
     try:
+
         async def job_finished() -> bool:
             for job in await env.jobs():
                 for cond in job.status.conditions or ():
@@ -83,7 +94,7 @@ async def test_controller_killed_while_job_runs(env: Env) -> None:
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert [j.metadata.name for j in await env.jobs()] == [jobs[0].metadata.name]
 
-    async def counted() -> dict[str, object] | None:
+    async def counted() -> dict[str, Any] | None:
         obj = await env.get("openbaoclusters", "bao")
         backup = ((obj or {}).get("status") or {}).get("backup") or {}
         return backup if backup.get("lastBackupRecord") == name else None
@@ -92,7 +103,7 @@ async def test_controller_killed_while_job_runs(env: Env) -> None:
     assert backup["consecutiveFailures"] == 0
 
     async def finalizers_released() -> bool:
-        job = [j for j in await env.jobs() if j.metadata.name == jobs[0].metadata.name][0]
+        job = next(j for j in await env.jobs() if j.metadata.name == jobs[0].metadata.name)
         return not (job.metadata.finalizers or [])
 
     await until(finalizers_released, what="the Job's result finalizer removed")

@@ -1,0 +1,135 @@
+"""The Job builder and the cluster-spec parser (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.backup import names
+from controller.backup.jobspec import RESULT_FINALIZER, build_job
+from controller.backup.spec import SpecError, parse_cluster, parse_duration
+from executor import contract
+
+RECORD = {
+    "metadata": {"name": "bao-202611220300", "namespace": "team-a", "uid": "u-1"},
+    "spec": {"cluster": "bao", "trigger": "scheduled"},
+}
+
+
+def cluster(**backup: Any) -> dict[str, Any]:
+    spec_backup: dict[str, Any] = {
+        "target": {
+            "provider": "s3",
+            "bucket": "b",
+            "pathPrefix": "/p/",
+            "credentialsSecretRef": {"name": "creds"},
+        },
+        "auth": {"jwt": {"role": "backup", "mount": "jwt", "audience": "openbao"}},
+    }
+    spec_backup.update(backup)
+    return {
+        "metadata": {"name": "bao", "namespace": "team-a", "uid": "c-1", "generation": 3},
+        "spec": {"backup": spec_backup},
+    }
+
+
+def job_for(obj: dict[str, Any], purpose: str = "backup", **kw: Any) -> dict[str, Any]:
+    return build_job(
+        cluster=parse_cluster(obj),
+        record=RECORD,
+        purpose=purpose,  # type: ignore[arg-type]
+        job_name=names.job_name(record="bao-202611220300", purpose=names.JobPurpose.BACKUP),
+        image="img:1",
+        ttl_seconds_after_finished=600,
+        **kw,
+    )
+
+
+def env_of(job: dict[str, Any]) -> dict[str, str]:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_hardened_pod_and_job_shape() -> None:
+    job = job_for(cluster())
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert len(job["metadata"]["name"]) <= 63
+    assert spec["backoffLimit"] == 0
+    assert spec["activeDeadlineSeconds"] == pod["activeDeadlineSeconds"] == 3600
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert RESULT_FINALIZER in job["metadata"]["finalizers"]
+    assert RESULT_FINALIZER in spec["template"]["metadata"]["finalizers"]
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "OpenBaoBackup",
+        "bao-202611220300",
+        "u-1",
+    )
+    assert container["command"] == ["python", "-m", "executor", "backup"]
+
+
+def test_env_uses_the_contract_and_never_secret_values() -> None:
+    job = job_for(cluster())
+    env = env_of(job)
+    known = {v.name for v in contract.TABLE}
+    assert set(env) <= known
+    assert env[contract.PATH_PREFIX.name] == "p"
+    assert env[contract.AUTH_METHOD.name] == "jwt"
+    assert env[contract.CLUSTER_UID.name] == "c-1"
+    assert int(env[contract.TIMEOUT.name]) < 3600
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "creds"}}]
+    token = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "openbao-token"]
+    source = token[0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert source["audience"] == "openbao"
+    assert env[contract.AUTH_TOKEN_FILE.name].startswith("/var/run/secrets/openbao-backup/")
+
+
+def test_static_token_and_gcs_credentials_are_mounted_files() -> None:
+    obj = cluster(
+        target={"provider": "gcs", "bucket": "b", "credentialsSecretRef": {"name": "gcs"}},
+        auth={"tokenSecretRef": {"name": "bao-token"}},
+    )
+    job = job_for(obj)
+    env = env_of(job)
+    assert env[contract.OPENBAO_TOKEN_FILE.name].endswith("/token")
+    assert env[contract.GOOGLE_APPLICATION_CREDENTIALS.name].endswith("/credentials.json")
+    assert "envFrom" not in job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_delete_jobs_carry_keys_and_no_openbao_settings() -> None:
+    job = job_for(cluster(), purpose="delete", delete_keys=["p/team-a/bao/x.snap"])
+    env = env_of(job)
+    assert env[contract.DELETE_KEYS.name] == '["p/team-a/bao/x.snap"]'
+    assert contract.OPENBAO_ADDR.name not in env
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "delete"
+
+
+def test_default_address_and_bad_specs() -> None:
+    parsed = parse_cluster(cluster())
+    assert parsed.address == "https://bao.team-a.svc:8200"
+    with pytest.raises(SpecError) as err:
+        parse_cluster(cluster(target={"provider": "ftp"}, auth={}))
+    assert "unknown provider" in str(err.value)
+    assert "exactly one of jwt" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30d", 2_592_000), ("1d12h", 129_600), ("90m", 5_400), ("45s", 45)]
+)
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "1w", "h", "-1d"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
