@@ -115,7 +115,9 @@ def demo(env: Env, *, keep: bool, stop: threading.Event) -> int:
     from devenv.controlplane import SA_ISSUER
     from devenv.storage import MOTO_ACCESS_KEY, MOTO_REGION, MOTO_SECRET_KEY
 
-    assert env.cp is not None and env.cp.pki is not None and env.bao is not None
+    assert env.cp is not None
+    assert env.cp.pki is not None
+    assert env.bao is not None
     s3 = env.storage["s3"]
     import boto3
 

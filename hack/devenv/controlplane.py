@@ -231,6 +231,27 @@ class ControlPlane:
 
         self.kcm.wait_until(default_sa, timeout=60, what="default ServiceAccount")
 
+    def token_kubeconfig(self, *, path: Path, token: str) -> Path:
+        """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+        pki = self.pki
+        assert pki is not None
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority": str(pki.ca_cert)},
+                }
+            ],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "sa"}}],
+            "current-context": "local",
+        }
+        path.write_text(json.dumps(cfg, indent=2))
+        path.chmod(0o600)
+        return path
+
     def _write_kubeconfig(self) -> None:
         pki = self.pki
         assert pki is not None

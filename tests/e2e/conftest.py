@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -33,15 +34,48 @@ def jwt_auth(openbao: OpenBao, control_plane: ControlPlane) -> str:
     return JWT_MOUNT
 
 
+DEPLOY = Path(__file__).resolve().parents[2] / "manifests" / "deploy"
+
+
+@pytest.fixture(scope="session")
+async def controller_kubeconfig(
+    control_plane: ControlPlane, kube_client: k8s.ApiClient, session_dir: Path
+) -> Path:
+    """A kubeconfig for the controller's own ServiceAccount, bound to the shipped ClusterRole
+    (manifests/deploy/10-rbac.yaml): the e2e tests prove that role suffices, without Secrets."""
+    for name in ("00-namespace.yaml", "10-rbac.yaml"):
+        subprocess.run(
+            [
+                str(control_plane.kubectl),
+                "--kubeconfig",
+                str(control_plane.kubeconfig),
+                "apply",
+                "-f",
+                str(DEPLOY / name),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    core = k8s.CoreV1Api(kube_client)
+    token = await core.create_namespaced_service_account_token(
+        "openbao-backup-controller",
+        "openbao-backup-system",
+        k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(expiration_seconds=24 * 3600)),
+    )
+    return control_plane.token_kubeconfig(
+        path=session_dir / "controller.kubeconfig", token=token.status.token
+    )
+
+
 @pytest.fixture(scope="session")
 def controller(
-    control_plane: ControlPlane,
+    controller_kubeconfig: Path,
     node_agent: NodeAgentProcess,
     crds: list[str],
     session_dir: Path,
 ) -> Iterator[ControllerProcess]:
     proc = ControllerProcess(
-        kubeconfig=control_plane.kubeconfig, workdir=session_dir / "controller"
+        kubeconfig=controller_kubeconfig, workdir=session_dir / "controller"
     ).start()
     try:
         yield proc

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from devenv.controller import ControllerProcess
-from devenv.controlplane import ControlPlane
 
 from tests.e2e.conftest import Env, until
 
@@ -16,10 +15,10 @@ pytestmark = pytest.mark.integration
 
 
 async def test_per_minute_schedule_with_two_replicas(
-    env: Env, control_plane: ControlPlane, session_dir: Path
+    env: Env, controller_kubeconfig: Path, session_dir: Path
 ) -> None:
     standby = ControllerProcess(
-        kubeconfig=control_plane.kubeconfig,
+        kubeconfig=controller_kubeconfig,
         workdir=session_dir / "controller",
         identity="controller-1",
     )
