@@ -282,22 +282,12 @@ async def account(deps: Deps, *, cluster_obj: JSONObject, record: JSONObject) ->
                 "consecutiveFailures": 0,
             }
         )
-        conds = cond.set_condition(
+        conds = _outcome_conditions(
             conds,
-            type=cond.BACKUP_READY,
-            status="True",
-            reason="BackupSucceeded",
-            message=f"{rec}: {st.get('key')}",
-            observed_generation=gen,
-            now=now,
-        )
-        conds = cond.set_condition(
-            conds,
-            type=cond.BACKUP_FAILING,
-            status="False",
-            reason="BackupSucceeded",
-            message="",
-            observed_generation=gen,
+            ok=True,
+            ready_message=f"{rec}: {st.get('key')}",
+            failing_message="",
+            gen=gen,
             now=now,
         )
     else:
@@ -310,26 +300,47 @@ async def account(deps: Deps, *, cluster_obj: JSONObject, record: JSONObject) ->
                 "lastFailureTime": st.get("completionTime") or cond.rfc3339(now),
             }
         )
-        conds = cond.set_condition(
+        conds = _outcome_conditions(
             conds,
-            type=cond.BACKUP_READY,
-            status="False",
-            reason="BackupFailed",
-            message=reason[:1024],
-            observed_generation=gen,
-            now=now,
-        )
-        conds = cond.set_condition(
-            conds,
-            type=cond.BACKUP_FAILING,
-            status="True",
-            reason="BackupFailed",
-            message=f"{failures} consecutive failure(s): {reason}"[:1024],
-            observed_generation=gen,
+            ok=False,
+            ready_message=reason[:1024],
+            failing_message=f"{failures} consecutive failure(s): {reason}"[:1024],
+            gen=gen,
             now=now,
         )
     return await deps.status.cluster(
         obj=cluster_obj, status={"backup": new, "conditions": conds}, cas=True
+    )
+
+
+def _outcome_conditions(
+    conds: Any,
+    *,
+    ok: bool,
+    ready_message: str,
+    failing_message: str,
+    gen: int,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """BackupReady / BackupFailing after a counted outcome."""
+    reason = "BackupSucceeded" if ok else "BackupFailed"
+    conds = cond.set_condition(
+        conds,
+        type=cond.BACKUP_READY,
+        status="True" if ok else "False",
+        reason=reason,
+        message=ready_message,
+        observed_generation=gen,
+        now=now,
+    )
+    return cond.set_condition(
+        conds,
+        type=cond.BACKUP_FAILING,
+        status="False" if ok else "True",
+        reason=reason,
+        message=failing_message,
+        observed_generation=gen,
+        now=now,
     )
 
 

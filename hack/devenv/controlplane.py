@@ -233,6 +233,17 @@ class ControlPlane:
 
     def token_kubeconfig(self, *, path: Path, token: str) -> Path:
         """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+        return self._kubeconfig(path=path, user={"token": token})
+
+    def _write_kubeconfig(self) -> None:
+        pki = self.pki
+        assert pki is not None
+        self._kubeconfig(
+            path=self.kubeconfig,
+            user={"client-certificate": str(pki.admin_cert), "client-key": str(pki.admin_key)},
+        )
+
+    def _kubeconfig(self, *, path: Path, user: dict[str, str]) -> Path:
         pki = self.pki
         assert pki is not None
         cfg = {
@@ -244,37 +255,10 @@ class ControlPlane:
                     "cluster": {"server": self.server, "certificate-authority": str(pki.ca_cert)},
                 }
             ],
-            "users": [{"name": "sa", "user": {"token": token}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "sa"}}],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "user"}}],
             "current-context": "local",
         }
         path.write_text(json.dumps(cfg, indent=2))
         path.chmod(0o600)
         return path
-
-    def _write_kubeconfig(self) -> None:
-        pki = self.pki
-        assert pki is not None
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "local",
-                    "cluster": {"server": self.server, "certificate-authority": str(pki.ca_cert)},
-                }
-            ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {
-                        "client-certificate": str(pki.admin_cert),
-                        "client-key": str(pki.admin_key),
-                    },
-                }
-            ],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
-            "current-context": "local",
-        }
-        self.kubeconfig.write_text(json.dumps(cfg, indent=2))
-        self.kubeconfig.chmod(0o600)
