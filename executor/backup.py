@@ -1,0 +1,145 @@
+"""``python -m executor backup``: stream a snapshot from the active node into the bucket.
+
+Guarantees:
+
+* the snapshot is taken from the ACTIVE node and streamed straight into a storage upload
+  while :class:`~executor.archive.SnapshotVerifier` hashes and parses it: memory stays bounded
+  by the upload's parts in flight, whatever the snapshot size;
+* the upload is committed only after the verifier proved the archive complete and consistent;
+  on ANY failure before that (OpenBao error or disconnect, truncated/corrupt archive, storage
+  error, deadline, SIGTERM) the upload is aborted: nothing appears at the key;
+* the manifest (:class:`~executor.layout.Manifest`) is written after the snapshot object; if
+  it cannot be written, the snapshot object is deleted again (a snapshot without manifest is
+  not a backup) and the run fails with a storage error that says whether that delete worked;
+* the login token is revoked at the end, success or not (static tokens are left alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+
+from executor import __version__
+from executor.archive import SnapshotVerifier, VerifiedSnapshot
+from executor.contract import Config
+from executor.errors import StorageError
+from executor.layout import Manifest, manifest_key, rfc3339, snapshot_key
+from executor.log import get_logger
+from executor.openbao import Leader, OpenBao
+from executor.progress import Progress
+from executor.storage import open_sink
+from executor.storage.base import SnapshotSink, Upload
+
+log = get_logger("executor.backup")
+
+
+async def run_backup(*, config: Config, progress: Progress) -> None:
+    assert config.openbao is not None
+    assert config.backup is not None
+    async with OpenBao.open(settings=config.openbao) as bao:
+        progress.enter("locating the active OpenBao node")
+        leader = await bao.find_leader()
+        progress.openbao_version = leader.version
+        progress.enter("logging in to OpenBao")
+        await bao.login()
+        progress.enter("opening the storage")
+        async with open_sink(settings=config.storage) as sink:
+            await _backup(config=config, progress=progress, bao=bao, leader=leader, sink=sink)
+
+
+async def _backup(
+    *, config: Config, progress: Progress, bao: OpenBao, leader: Leader, sink: SnapshotSink
+) -> None:
+    assert config.backup is not None
+    taken_at = dt.datetime.now(dt.UTC)
+    key = snapshot_key(
+        path_prefix=config.storage.path_prefix,
+        namespace=config.cluster.namespace,
+        cluster=config.cluster.name,
+        taken_at=taken_at,
+        suffix=uuid.uuid4().hex[:8],
+    )
+    progress.key = key
+    metadata = {
+        "obb-namespace": config.cluster.namespace,
+        "obb-cluster": config.cluster.name,
+        "obb-cluster-uid": config.cluster.uid or "",
+        "obb-trigger": config.backup.trigger,
+        "obb-taken-at": rfc3339(taken_at),
+        "obb-executor-version": __version__,
+    }
+    progress.enter("streaming the snapshot")
+    upload = await sink.begin(key=key, metadata=metadata)
+    try:
+        verified = await _transfer(bao=bao, leader=leader, upload=upload)
+        progress.enter("committing the snapshot")
+        await upload.commit(sha256=verified.sha256, size=verified.size)
+    except BaseException:
+        await upload.abort()
+        raise
+    progress.size = verified.size
+    progress.sha256 = verified.sha256
+    progress.raft_index = verified.meta.index
+    progress.raft_term = verified.meta.term
+    log.info("snapshot committed", key=key, size=verified.size, sha256=verified.sha256,
+             raft_index=verified.meta.index, raft_term=verified.meta.term)
+
+    progress.enter("writing the manifest")
+    manifest = Manifest(
+        key=key,
+        sha256=verified.sha256,
+        size=verified.size,
+        createdAt=rfc3339(dt.datetime.now(dt.UTC)),
+        takenAt=rfc3339(taken_at),
+        namespace=config.cluster.namespace,
+        cluster=config.cluster.name,
+        clusterUID=config.cluster.uid,
+        trigger=config.backup.trigger,
+        backupName=config.backup.backup_name,
+        openbaoVersion=leader.version,
+        raftIndex=verified.meta.index,
+        raftTerm=verified.meta.term,
+        raftConfigurationIndex=verified.meta.configuration_index,
+        snapshotMetaVersion=verified.meta.version,
+        executorVersion=__version__,
+    )
+    mkey = manifest_key(key)
+    try:
+        await sink.put_small(key=mkey, data=manifest.to_json().encode(),
+                             content_type="application/json")
+    except BaseException as exc:
+        removed = await _remove_orphan(sink=sink, key=key)
+        if isinstance(exc, StorageError):
+            note = ("the snapshot was deleted again" if removed
+                    else f"the snapshot {key} could NOT be deleted and has no manifest")
+            raise StorageError(f"{exc.message}; {note}") from None
+        raise
+    progress.manifest_key = mkey
+    log.info("manifest written", key=mkey)
+
+
+async def _transfer(*, bao: OpenBao, leader: Leader, upload: Upload) -> VerifiedSnapshot:
+    """Stream into the upload; verification runs in a worker thread beside it (hashlib and
+    zlib release the GIL), so it does not slow the event loop that drives the upload."""
+    verifier = SnapshotVerifier()
+    async with bao.snapshot(leader=leader) as chunks:
+        async for chunk in chunks:
+            feed = asyncio.ensure_future(asyncio.to_thread(verifier.feed, chunk))
+            try:
+                await upload.write(chunk)
+            except BaseException:
+                await asyncio.wait([feed])  # never abort while a feed is still running
+                raise
+            await feed
+    return verifier.finish()
+
+
+async def _remove_orphan(*, sink: SnapshotSink, key: str) -> bool:
+    try:
+        await sink.delete(key=key)
+        return True
+    except StorageError as exc:
+        log.error("could not delete a snapshot whose manifest failed", key=key,
+                  error=exc.message)
+        return False

@@ -1,0 +1,195 @@
+"""The storage protocol every provider implements, and the part pipeline they share.
+
+Guarantees of every :class:`SnapshotSink` implementation:
+
+* :meth:`SnapshotSink.begin` starts an upload that is invisible at ``key`` until
+  :meth:`Upload.commit`; :meth:`Upload.commit` is called only after the archive verifier
+  accepted the whole stream, and it makes the object appear atomically with its sha256 and
+  size recorded as object metadata where the provider allows (see each module);
+* :meth:`Upload.abort` is called on ANY failure or cancellation before commit; it is
+  idempotent, never raises, and leaves nothing at ``key`` and no pending upload behind (S3:
+  AbortMultipartUpload; GCS: DELETE of the resumable session; Azure: nothing is committed and
+  uncommitted blocks expire);
+* memory is bounded: at most ``concurrency`` parts in flight plus one part being filled
+  (:class:`PartBuffer` + :class:`PartUploader` apply back-pressure to the producer);
+* :meth:`SnapshotSink.get` streams an object in bounded chunks, optionally only if its content
+  is still the version seen by :meth:`SnapshotSink.head` (ETag/generation precondition);
+* :meth:`SnapshotSink.delete` is idempotent (an absent object is not an error);
+* nothing here creates buckets; foreign errors are translated by the provider module into
+  :class:`~executor.errors.StorageError` / :class:`~executor.errors.ObjectNotFound`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from executor.errors import InternalError, StorageError
+
+T = TypeVar("T")
+
+#: Logical metadata names; providers adapt the spelling (Azure needs identifiers).
+META_SHA256 = "obb-sha256"
+META_SIZE = "obb-size"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    version: str | None = None  # ETag (S3, Azure) or generation (GCS): a content identity
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class Upload(Protocol):
+    """One snapshot upload: ``write``* then exactly one of ``commit`` or ``abort``."""
+
+    key: str
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self, *, sha256: str, size: int) -> None: ...
+
+    async def abort(self) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    """An object store holding snapshots and manifests (one bucket/container)."""
+
+    async def begin(self, *, key: str, metadata: Mapping[str, str]) -> Upload: ...
+
+    async def head(self, *, key: str) -> ObjectInfo: ...
+
+    def get(
+        self, *, key: str, version: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
+
+    async def read_small(self, *, key: str, limit: int) -> bytes: ...
+
+    async def put_small(self, *, key: str, data: bytes, content_type: str) -> None: ...
+
+    async def delete(self, *, key: str) -> bool: ...
+
+    def list(self, *, prefix: str) -> AsyncIterator[ObjectInfo]: ...
+
+
+class PartBuffer:
+    """Cuts a byte stream into parts of exactly ``part_size`` bytes.
+
+    Incoming chunks are kept as they are and joined once per part: one copy per byte, and
+    every large allocation has the same size, so the allocator reuses freed parts instead of
+    fragmenting (peak RSS stays flat however long the stream).
+
+    With ``keep_tail`` a full part is released only once at least one more byte arrived, so
+    the last part is never empty (GCS needs the final chunk to carry the total).
+    """
+
+    def __init__(self, *, part_size: int, keep_tail: bool = False) -> None:
+        if part_size <= 0:
+            raise InternalError("part size must be positive")
+        self.part_size = part_size
+        self._keep_tail = keep_tail
+        self._pieces: deque[memoryview] = deque()
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def add(self, data: bytes) -> list[bytes]:
+        if data:
+            self._pieces.append(memoryview(data))
+            self._len += len(data)
+        parts: list[bytes] = []
+        limit = self.part_size + (1 if self._keep_tail else 0)
+        while self._len >= limit:
+            parts.append(self._take(self.part_size))
+        return parts
+
+    def _take(self, size: int) -> bytes:
+        out: list[memoryview] = []
+        need = size
+        while need:
+            piece = self._pieces[0]
+            if len(piece) <= need:
+                out.append(piece)
+                self._pieces.popleft()
+                need -= len(piece)
+            else:
+                out.append(piece[:need])
+                self._pieces[0] = piece[need:]
+                need = 0
+        self._len -= size
+        return b"".join(out)
+
+    def take_rest(self) -> bytes:
+        return self._take(self._len)
+
+
+class PartUploader(Generic[T]):
+    """Runs ``upload(number, data)`` for parts with at most ``concurrency`` in flight.
+
+    :meth:`submit` waits for a free slot (back-pressure) and raises the first failure of any
+    part; :meth:`drain` waits for all parts and returns their results by part number.
+    """
+
+    def __init__(
+        self, *, concurrency: int, upload: Callable[[int, bytes], Awaitable[T]]
+    ) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._upload = upload
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._results: dict[int, T] = {}
+        self._error: BaseException | None = None
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def submit(self, number: int, data: bytes) -> None:
+        self._check()
+        await self._slots.acquire()
+        if self._error is not None:
+            self._slots.release()
+            self._check()
+        task = asyncio.create_task(self._run(number, data), name=f"part-{number}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, number: int, data: bytes) -> None:
+        try:
+            self._results[number] = await self._upload(number, data)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc if isinstance(exc, StorageError) else StorageError(
+                    f"part {number} failed: {exc.__class__.__name__}: {exc}"
+                )
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> dict[int, T]:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._check()
+        return dict(self._results)
+
+    async def cancel(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): 0.2, 0.4, 0.8 ... capped at 5."""
+    return float(min(5.0, 0.2 * (2 ** (attempt - 1))))
+
+
+async def sleep_backoff(attempt: int) -> None:
+    await asyncio.sleep(backoff(attempt))
