@@ -107,3 +107,21 @@ async def test_deleting_a_record_deletes_or_retains_its_snapshot(env: Env) -> No
     keys = list_keys("s3", endpoint=env.s3.endpoint, bucket=env.bucket)
     assert str(kept["status"]["manifestKey"]) in keys
     assert str(deleted["status"]["manifestKey"]) not in keys
+
+
+async def test_deleting_the_cluster_keeps_its_backups(env: Env) -> None:
+    await env.create_cluster("bao")
+    kept = await _backup(env, "before-delete")
+    assert env.metric("openbao_backup_success_total", cluster="bao") == 1.0
+    await env.custom.delete_namespaced_custom_object(
+        "backup.openbao.org", "v1alpha1", env.namespace, "openbaoclusters", "bao"
+    )
+
+    async def series_removed() -> bool:
+        return env.metric("openbao_backup_success_total", cluster="bao") is None
+
+    await until(series_removed, what="the cluster's metric series removed")
+    records = await env.backups("bao")
+    assert [r["metadata"]["name"] for r in records] == [kept["metadata"]["name"]]
+    assert records[0]["status"]["phase"] == "Succeeded"
+    assert _snapshots(env) == {kept["status"]["key"]}
