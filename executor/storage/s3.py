@@ -6,7 +6,9 @@ Guarantees (beyond :mod:`executor.storage.base`):
   ``OBB_PART_SIZE`` bytes (the last may be smaller) and carries its SHA-256, computed here
   and sent as the ``x-amz-checksum-sha256`` header (never an aws-chunked trailer, which
   S3-compatible stores such as MinIO, R2 and B2 reject); CompleteMultipartUpload lists every
-  part with its ETag and checksum; at most ``OBB_CONCURRENCY`` parts are in flight;
+  part with its ETag and checksum; at most ``OBB_CONCURRENCY`` parts are in flight, each sent
+  from a BytesIO view of the part (aiohttp then writes it in 64 KiB pieces instead of copying
+  the whole part into the socket transport's buffer); retries re-read the same bytes;
 * any failure or cancellation before completion aborts the multipart upload
   (AbortMultipartUpload); if even the abort fails the error is logged with the upload id and
   a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the last line of defence;

@@ -18,8 +18,9 @@ Usage::
     .venv/bin/python hack/bench/executor_throughput.py [--sizes 256Mi,2Gi] [--targets s3,azure]
         [--part-size 16Mi] [--concurrency 4] [--workdir DIR] [--repeat 1]
 
-moto holds 2-4x an object in memory when a multipart upload completes; the server is reset
-after every run.
+moto holds 2-4x an object in memory when a multipart upload completes (it is reset after
+every run); Azurite's in-memory store caps at ~12.6 GB and does not reclaim deleted blobs, so
+moto is restarted for each size and Azurite for each run.
 """
 
 from __future__ import annotations
@@ -313,9 +314,13 @@ async def main() -> None:
     rows: list[str] = []
     servers: dict[str, StorageServer] = {}
     try:
-        for target in args.targets.split(","):
-            servers[target] = (start_moto(work) if target == "s3" else start_azurite(work))
         for size_text in args.sizes.split(","):
+            # Fresh servers per size: Azurite's in-memory store never gives deleted blobs
+            # back (it stops at ~12.6 GB), moto keeps garbage after a reset.
+            for srv in servers.values():
+                srv.stop()
+            servers = {t: (start_moto(work) if t == "s3" else start_azurite(work))
+                       for t in args.targets.split(",")}
             state = parse_size(size_text)
             archive = work / f"snapshot-{size_text}.snap"
             t = time.monotonic()
@@ -326,7 +331,9 @@ async def main() -> None:
             try:
                 for target, storage in servers.items():
                     for run in range(args.repeat):
-                        # Azurite deletes containers lazily: a fresh name per run.
+                        if target == "azure" and run > 0:  # Azurite never frees its store
+                            storage.stop()
+                            storage = servers[target] = start_azurite(work)
                         bucket = f"bench-{size_text.lower()}-{run}"
                         reset(target, storage, bucket)
                         raw = await run_raw(target, bao, storage, bucket, part_size,

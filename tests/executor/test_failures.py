@@ -220,8 +220,43 @@ async def test_storage_answering_500(
     assert any(s.status < 300 and s.method == "PUT" for s in proxy.seen), (
         "some part/chunk/block was accepted before the failure"
     )
+    integrity = {"s3": ("partNumber=", "x-amz-checksum-sha256"),
+                 "azure": ("comp=block", "content-md5")}.get(provider)
+    if integrity is not None:
+        marker, header = integrity
+        uploads = [s for s in proxy.seen if s.method == "PUT" and marker in s.path_qs]
+        assert uploads
+        assert all(header in {k.lower() for k in s.headers} for s in uploads), (
+            f"every part must carry {header}"
+        )
     assert_nothing_left(provider, run, server=server, bucket=bucket,
                         gcs=proxy if provider == "gcs" else None)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_manifest_failure_removes_the_snapshot(
+    provider: str, openbao: OpenBao, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    server, bucket = storage_for(provider, request)
+
+    def rule(req: web.Request, _n: int) -> Fault | None:
+        if req.method in ("PUT", "POST") and "manifest.json" in req.path_qs:
+            return Fault(status=500)
+        return None
+
+    parts = urlsplit(server.endpoint)
+    proxy = await HttpProxy(f"{parts.scheme}://{parts.netloc}", rule=rule).start()
+    try:
+        env = {**cluster_env(), **token_env(openbao.addr, openbao.root_token, tmp_path),
+               **storage_env(provider, endpoint=proxy.url + parts.path, bucket=bucket)}
+        run = await run_executor("backup", env, tmp=tmp_path)
+    finally:
+        await proxy.stop()
+    assert run.code == 14, run.stderr
+    assert run.report.error is not None
+    assert run.report.error.message.endswith("the snapshot was deleted again")
+    assert run.report.manifest_key is None
+    assert list_keys(provider, endpoint=server.endpoint, bucket=bucket) == {}
 
 
 async def test_sigterm_mid_stream_aborts_and_reports(
