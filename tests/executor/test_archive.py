@@ -11,8 +11,7 @@ import pytest
 
 from executor.archive import SnapshotVerifier, VerifiedSnapshot, verify_bytes
 from executor.errors import ArchiveError, VerificationError
-
-from . import snapshots
+from tests.executor import snapshots
 
 
 def feed_in(data: bytes, step: int) -> VerifiedSnapshot:

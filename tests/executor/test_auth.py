@@ -18,7 +18,7 @@ from devenv.openbao import OpenBao
 from devenv.storage import AZURITE_ACCOUNT, StorageServer
 from kubernetes_asyncio import client as k8s
 
-from .harness import cluster_env, run_executor, storage_env, token_env
+from tests.executor.harness import cluster_env, run_executor, storage_env, token_env
 
 pytestmark = pytest.mark.integration
 

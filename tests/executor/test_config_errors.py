@@ -11,8 +11,7 @@ import pytest
 
 from executor.__main__ import main
 from executor.report import Report
-
-from .harness import ROOT, run_executor
+from tests.executor.harness import ROOT, run_executor
 
 
 def good_env(tmp: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ from aiohttp import web
 from devenv.openbao import OpenBao, start_openbao
 from devenv.storage import StorageServer
 
-from .harness import (
+from tests.executor.harness import (
     Run,
     cluster_env,
     list_keys,
@@ -31,8 +31,8 @@ from .harness import (
     storage_env,
     token_env,
 )
-from .proxies import Fault, HttpProxy, TcpProxy
-from .test_roundtrip import PROVIDERS, storage_for
+from tests.executor.proxies import Fault, HttpProxy, TcpProxy
+from tests.executor.test_roundtrip import PROVIDERS, storage_for
 
 pytestmark = pytest.mark.integration
 
@@ -292,7 +292,7 @@ async def test_sigterm_mid_stream_aborts_and_reports(
 async def test_missing_bucket_is_never_created(
     openbao: OpenBao, s3_server: StorageServer, tmp_path: Path
 ) -> None:
-    from .harness import s3_client
+    from tests.executor.harness import s3_client
 
     name = f"missing-{uuid.uuid4().hex[:8]}"
     env = {**cluster_env(), **token_env(openbao.addr, openbao.root_token, tmp_path),

@@ -17,9 +17,8 @@ from executor.errors import VerificationError
 from executor.layout import Manifest
 from executor.restore import _GuardedBody
 from executor.storage.base import ObjectInfo
-
-from . import snapshots
-from .harness import (
+from tests.executor import snapshots
+from tests.executor.harness import (
     cluster_env,
     read_object,
     run_executor,
@@ -27,8 +26,8 @@ from .harness import (
     token_env,
     write_object,
 )
-from .proxies import Fault, HttpProxy
-from .test_roundtrip import PROVIDERS, storage_for
+from tests.executor.proxies import Fault, HttpProxy
+from tests.executor.test_roundtrip import PROVIDERS, storage_for
 
 
 class TwoFacedSink:
@@ -177,7 +176,7 @@ async def test_snapshot_without_manifest_is_refused(
     openbao: OpenBao, s3_server: StorageServer, s3_bucket: str, tmp_path: Path
 ) -> None:
     key = await backup_once("s3", openbao, s3_server, s3_bucket, tmp_path)
-    from .harness import s3_client
+    from tests.executor.harness import s3_client
 
     s3_client(s3_server.endpoint).delete_object(Bucket=s3_bucket, Key=key + ".manifest.json")
     proxy = await guard_proxy(openbao).start()

@@ -17,8 +17,7 @@ from devenv.openbao import OpenBao, start_openbao
 from devenv.storage import StorageServer
 
 from executor.layout import Manifest, snapshot_time
-
-from .harness import (
+from tests.executor.harness import (
     cluster_env,
     list_keys,
     object_metadata,
