@@ -147,7 +147,9 @@ class Runner:
             controller=self.name, namespace=namespace, name=name
         ):
             outcome = await self._reconcile(key)
-        self._metrics.result(outcome, seconds=self._clock.monotonic() - start)
+            seconds = self._clock.monotonic() - start
+            self._log.debug("reconciled", key=key, result=outcome, seconds=round(seconds, 4))
+        self._metrics.result(outcome, seconds=seconds)
 
     async def _reconcile(self, key: str) -> str:
         timeout = asyncio.timeout(self._timeout)

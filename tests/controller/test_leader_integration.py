@@ -78,7 +78,8 @@ def start(cp: ControlPlane, *, identity: str, namespace: str, lease: str,
         "--lease-namespace", namespace, "--lease-name", lease, "--identity", identity,
         "--lease-duration", str(DURATION), "--renew-deadline", str(RENEW),
         "--retry-period", str(RETRY), "--bind-address", f"127.0.0.1:{port}",
-        "--log-format", "json", "--workers", "2", "--drain-timeout", "5",
+        "--log-format", "json", "--log-level", "debug", "--workers", "2",
+        "--drain-timeout", "5",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as fh:
