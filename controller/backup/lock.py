@@ -110,8 +110,10 @@ class OperationLock:
         labels = {LABEL_MANAGED_BY: "openbao-backup", **oplock.lease_labels(cluster=cluster)}
         try:
             if action is oplock.LockAction.ACQUIRE_CREATE:
-                await self._api.create(
-                    path=LEASE.path(namespace=namespace),
+                return await self._create(
+                    namespace=namespace,
+                    name=name,
+                    labels=labels,
                     body={
                         "apiVersion": "coordination.k8s.io/v1",
                         "kind": "Lease",
@@ -121,7 +123,6 @@ class OperationLock:
                         ),
                     },
                 )
-                return True
             if obj is None:
                 return False
             body = thaw(obj)
@@ -140,6 +141,25 @@ class OperationLock:
             await self._api.replace(path=LEASE.path(namespace=namespace, name=name), body=body)
             return True
         except (AlreadyExists, Conflict):
+            return False
+
+    async def _create(
+        self, *, namespace: str, name: str, labels: dict[str, str], body: dict[str, Any]
+    ) -> bool:
+        """Create the Lease; if it exists but our informer cannot see it (another tool made it
+        without our labels), add the labels so the next decision sees the real holder."""
+        try:
+            await self._api.create(path=LEASE.path(namespace=namespace), body=body)
+            return True
+        except AlreadyExists:
+            path = LEASE.path(namespace=namespace, name=name)
+            try:
+                current = await self._api.get(path=path)
+            except NotFound:
+                return False
+            have = (current.get("metadata") or {}).get("labels") or {}
+            if any(have.get(k) != v for k, v in labels.items()):
+                await self._api.merge_patch(path=path, body={"metadata": {"labels": labels}})
             return False
 
     async def release(self, *, namespace: str, cluster: str, me: str, now: datetime) -> None:

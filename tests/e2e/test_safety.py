@@ -25,7 +25,8 @@ async def _condition(env: Env, plural: str, name: str, ctype: str) -> dict[str, 
     return None
 
 
-async def test_restore_lock_blocks_until_released(env: Env) -> None:
+@pytest.mark.parametrize("labelled", [True, False], ids=["labelled", "foreign-unlabelled"])
+async def test_restore_lock_blocks_until_released(env: Env, labelled: bool) -> None:
     coordination = k8s.CoordinationV1Api(env.api)
     now = dt.datetime.now(dt.UTC)
     lease_body: Any = {
@@ -37,7 +38,9 @@ async def test_restore_lock_blocks_until_released(env: Env) -> None:
                 "app.kubernetes.io/managed-by": "openbao-backup",
                 "backup.openbao.org/cluster": "bao",
                 "backup.openbao.org/lock": "operation",
-            },
+            }
+            if labelled
+            else {},
         },
         "spec": {
             "holderIdentity": "restore/drill-1",
@@ -52,11 +55,11 @@ async def test_restore_lock_blocks_until_released(env: Env) -> None:
 
     async def blocked() -> dict[str, Any] | None:
         cond = await _condition(env, "openbaoclusters", "bao", "PreflightBlocked")
-        return cond if cond and cond["status"] == "True" else None
+        ok = cond and cond["status"] == "True" and "restore/drill-1" in cond["message"]
+        return cond if ok else None
 
-    cond = await until(blocked, what="PreflightBlocked=True")
+    cond = await until(blocked, what="PreflightBlocked=True naming the holder")
     assert cond["reason"] == "LockHeld"
-    assert "restore/drill-1" in cond["message"]
     records = await env.backups("bao")
     assert len(records) == 1 and records[0]["status"].get("phase", "Pending") == "Pending"
     assert await env.jobs() == []
