@@ -39,7 +39,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "manifests" / "deploy"
 
 @pytest.fixture(scope="session")
 async def controller_kubeconfig(
-    control_plane: ControlPlane, kube_client: k8s.ApiClient, session_dir: Path
+    control_plane: ControlPlane, kube_client: k8s.ApiClient, session_dir: Path, crds: list[str]
 ) -> Path:
     """A kubeconfig for the controller's own ServiceAccount, bound to the shipped ClusterRole
     (manifests/deploy/10-rbac.yaml): the e2e tests prove that role suffices, without Secrets."""
@@ -67,13 +67,15 @@ async def controller_kubeconfig(
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def controller(
     controller_kubeconfig: Path,
     node_agent: NodeAgentProcess,
     crds: list[str],
     session_dir: Path,
 ) -> Iterator[ControllerProcess]:
+    """The controller, per test module: it watches all namespaces, so it must not outlive
+    the e2e modules (it would act on other suites' OpenBaoBackup objects)."""
     proc = ControllerProcess(
         kubeconfig=controller_kubeconfig, workdir=session_dir / "controller"
     ).start()

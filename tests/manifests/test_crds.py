@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -585,7 +586,7 @@ async def test_restore_rejections(
 
 
 async def test_kubectl_sees_short_names_category_and_columns(
-    api: k8s.CustomObjectsApi, namespace: str, control_plane: ControlPlane
+    api: k8s.CustomObjectsApi, namespace: str, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     await create(api, namespace, "openbaoclusters", cluster_body())
     await create(api, namespace, "openbaobackups", backup_body())
@@ -594,7 +595,8 @@ async def test_kubectl_sees_short_names_category_and_columns(
 
     def kubectl(*args: str) -> str:
         proc = subprocess.run(
-            [str(control_plane.kubectl), "-n", namespace, *args],
+            # a fresh discovery cache: an earlier kubectl call may predate the CRDs
+            [str(control_plane.kubectl), "--cache-dir", str(tmp_path), "-n", namespace, *args],
             capture_output=True,
             text=True,
             env=env,
