@@ -24,8 +24,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from controller.backup import bookkeeping, deletion, names, outcome, runs, scheduling
 from controller.backup import conditions as cond
-from controller.backup import deletion, names, retention, runs, scheduling
 from controller.backup.deps import CLUSTER_KEY_MAPPERS, INDEXERS, Deps
 from controller.backup.jobresult import JobPhase
 from controller.backup.lock import OperationLock
@@ -41,7 +41,6 @@ from controller.backup.records import (
     next_pending,
     phase_of,
     scheduled_time,
-    to_retention,
 )
 from controller.backup.spec import ClusterSpec, SpecError, parse_cluster
 from controller.backup.status import StatusWriter
@@ -126,7 +125,8 @@ class BackupManager:
 
         if cluster is None or cluster.backup is None:
             message = spec_error or "spec.backup is not set: nothing to back up"
-            await self._bookkeeping(
+            await bookkeeping.write_bookkeeping(
+                d,
                 cluster_obj,
                 config_error=message,
                 next_window=None,
@@ -151,7 +151,8 @@ class BackupManager:
             blocked = await self._launch_next(
                 cluster, cluster_obj, records, waits, planned.backup_status
             )
-        await self._bookkeeping(
+        await bookkeeping.write_bookkeeping(
+            d,
             cluster_obj,
             config_error=planned.invalid,
             next_window=planned.next_window,
@@ -205,9 +206,9 @@ class BackupManager:
         if cluster_obj is not None and ran and not status.get("accounted"):
             updated = await runs.account(d, cluster_obj=cluster_obj, record=record)
             if updated is not None:
-                self._count(cluster_obj, record)
+                outcome.count_outcome(d, cluster_obj=cluster_obj, record=record)
                 if phase_of(record) == "Succeeded":
-                    await self._retention(updated, record)
+                    await outcome.apply_retention(d, cluster_obj=updated, record=record)
                 cluster_obj = updated
             record = await d.status.backup(obj=record, status={"accounted": True})
         now = d.now()
@@ -220,97 +221,6 @@ class BackupManager:
                 d, namespace=ns, job_name=names.job_name(record=rec, purpose=runs.BACKUP)
             )
         return cluster_obj
-
-    def _count(self, cluster_obj: JSONObject, record: JSONObject) -> None:
-        d = self.deps
-        meta = cluster_obj["metadata"]
-        metrics = d.metrics_for(
-            namespace=meta["namespace"],
-            cluster=meta["name"],
-            created=_created(cluster_obj).timestamp(),
-        )
-        st = record.get("status") or {}
-        duration = float(st["durationSeconds"]) if st.get("durationSeconds") else None
-        if phase_of(record) == "Succeeded":
-            metrics.succeeded(
-                completed=runs.completion_epoch(record),
-                duration=duration or 0.0,
-                size=int(st.get("size") or 0),
-            )
-            _log.info(
-                "backup succeeded",
-                namespace=meta["namespace"],
-                name=meta["name"],
-                record=name_of(record),
-                key=st.get("key"),
-                size=st.get("size"),
-            )
-        else:
-            failures = (
-                int(
-                    ((cluster_obj.get("status") or {}).get("backup") or {}).get(
-                        "consecutiveFailures"
-                    )
-                    or 0
-                )
-                + 1
-            )
-            metrics.failed(
-                reason=runs.failure_class(record), duration=duration, consecutive=failures
-            )
-            _log.warning(
-                "backup failed",
-                namespace=meta["namespace"],
-                name=meta["name"],
-                record=name_of(record),
-                reason=st.get("failureReason"),
-            )
-        metrics.in_progress(False)
-
-    async def _retention(self, cluster_obj: JSONObject, record: JSONObject) -> None:
-        d = self.deps
-        cluster = parse_cluster(cluster_obj)
-        if cluster.backup is None:
-            return
-        ret = cluster.backup.retention
-        if ret.max_count is None and ret.max_age_seconds is None:
-            return
-        recs = {
-            name_of(r): r for r in d.records_of(namespace=cluster.namespace, cluster=cluster.name)
-        }
-        recs[name_of(record)] = record  # the cache may not have our own write yet
-        plan = retention.plan(
-            records=[to_retention(r) for r in recs.values()],
-            max_count=ret.max_count,
-            max_age=dt.timedelta(seconds=ret.max_age_seconds) if ret.max_age_seconds else None,
-            now=d.now(),
-            path_prefix=cluster.backup.target.path_prefix,
-            namespace=cluster.namespace,
-            cluster=cluster.name,
-        )
-        for victim in plan.delete:
-            try:
-                await d.api.delete(
-                    path=OPENBAO_BACKUP.path(namespace=cluster.namespace, name=victim.name)
-                )
-            except NotFound:
-                continue
-            await d.events.emit(
-                obj=cluster_obj,
-                type="Normal",
-                reason="RetentionDelete",
-                note=f"{victim.name} ({victim.key}) deleted by retention ({victim.reason.value})",
-            )
-        metrics = d.metrics.get(f"{cluster.namespace}/{cluster.name}")
-        if metrics is not None:
-            metrics.retention_deleted(len(plan.delete))
-        for skipped in plan.skipped:
-            await d.events.emit(
-                obj=cluster_obj,
-                type="Warning",
-                reason="RetentionSkipped",
-                note=f"{skipped.name}: {skipped.reason.value}",
-            )
 
     async def _fail_pending(self, record: JSONObject, *, reason: str, message: str) -> None:
         d = self.deps
@@ -425,80 +335,6 @@ class BackupManager:
         except NotFound:
             return None
         return str((cm.get("data") or {}).get(ref.key) or "") or None
-
-    async def _bookkeeping(
-        self,
-        cluster_obj: JSONObject,
-        *,
-        config_error: str,
-        next_window: Any,
-        suspended: bool,
-        blocked: str | None,
-        extra: Mapping[str, Any],
-    ) -> None:
-        d = self.deps
-        now = d.now()
-        gen = int(cluster_obj["metadata"].get("generation") or 0)
-        current = cluster_obj.get("status") or {}
-        conds = current.get("conditions")
-        conds = cond.set_condition(
-            conds,
-            type=cond.CONFIG_VALID,
-            status="False" if config_error else "True",
-            reason="Invalid" if config_error else "Valid",
-            message=config_error,
-            observed_generation=gen,
-            now=now,
-        )
-        conds = cond.set_condition(
-            conds,
-            type=cond.SUSPENDED,
-            status="True" if suspended else "False",
-            reason="Suspended" if suspended else "Active",
-            message="scheduled backups are suspended" if suspended else "",
-            observed_generation=gen,
-            now=now,
-        )
-        reason, _, message = (blocked or "").partition(": ")
-        conds = cond.set_condition(
-            conds,
-            type=cond.PREFLIGHT_BLOCKED,
-            status="True" if blocked else "False",
-            reason=reason or "Clear",
-            message=message,
-            observed_generation=gen,
-            now=now,
-        )
-        backup: dict[str, Any] = dict(extra)
-        backup["nextScheduledBackup"] = cond.rfc3339(next_window) if next_window else None
-        want = {"observedGeneration": gen, "conditions": conds}
-        have_backup = current.get("backup") or {}
-        changed_backup = {k: v for k, v in backup.items() if have_backup.get(k) != v}
-        if changed_backup:
-            want["backup"] = changed_backup
-        if (
-            not changed_backup
-            and current.get("observedGeneration") == gen
-            and _same_conditions(current.get("conditions"), conds)
-        ):
-            return
-        await d.status.cluster(obj=cluster_obj, status=want)
-
-
-def _same_conditions(a: Any, b: Any) -> bool:
-    def norm(xs: Any) -> list[tuple[Any, ...]]:
-        return sorted(
-            (
-                c.get("type"),
-                c.get("status"),
-                c.get("reason"),
-                c.get("message"),
-                c.get("observedGeneration"),
-            )
-            for c in xs or ()
-        )
-
-    return norm(a) == norm(b)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -1,0 +1,94 @@
+"""The cluster's bookkeeping status: conditions and schedule fields, written only on change.
+
+Guarantees:
+
+* ``ConfigValid``, ``Suspended`` and ``PreflightBlocked`` always reflect this reconcile, with
+  ``observedGeneration``; ``nextScheduledBackup`` is the next window (or cleared);
+* nothing is written when nothing changed (no write storms, no needless watch events);
+* outcome fields (last success, failures) are NOT written here: only
+  :func:`controller.backup.runs.account` writes them, when a Job reached a terminal result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from controller.backup import conditions as cond
+from controller.backup.deps import Deps
+from controller.cache.store import JSONObject
+
+
+async def write_bookkeeping(
+    deps: Deps,
+    cluster_obj: JSONObject,
+    *,
+    config_error: str,
+    next_window: Any,
+    suspended: bool,
+    blocked: str | None,
+    extra: Mapping[str, Any],
+) -> None:
+    d = deps
+    now = d.now()
+    gen = int(cluster_obj["metadata"].get("generation") or 0)
+    current = cluster_obj.get("status") or {}
+    conds = current.get("conditions")
+    conds = cond.set_condition(
+        conds,
+        type=cond.CONFIG_VALID,
+        status="False" if config_error else "True",
+        reason="Invalid" if config_error else "Valid",
+        message=config_error,
+        observed_generation=gen,
+        now=now,
+    )
+    conds = cond.set_condition(
+        conds,
+        type=cond.SUSPENDED,
+        status="True" if suspended else "False",
+        reason="Suspended" if suspended else "Active",
+        message="scheduled backups are suspended" if suspended else "",
+        observed_generation=gen,
+        now=now,
+    )
+    reason, _, message = (blocked or "").partition(": ")
+    conds = cond.set_condition(
+        conds,
+        type=cond.PREFLIGHT_BLOCKED,
+        status="True" if blocked else "False",
+        reason=reason or "Clear",
+        message=message,
+        observed_generation=gen,
+        now=now,
+    )
+    backup: dict[str, Any] = dict(extra)
+    backup["nextScheduledBackup"] = cond.rfc3339(next_window) if next_window else None
+    want = {"observedGeneration": gen, "conditions": conds}
+    have_backup = current.get("backup") or {}
+    changed_backup = {k: v for k, v in backup.items() if have_backup.get(k) != v}
+    if changed_backup:
+        want["backup"] = changed_backup
+    if (
+        not changed_backup
+        and current.get("observedGeneration") == gen
+        and _same_conditions(current.get("conditions"), conds)
+    ):
+        return
+    await d.status.cluster(obj=cluster_obj, status=want)
+
+
+def _same_conditions(a: Any, b: Any) -> bool:
+    def norm(xs: Any) -> list[tuple[Any, ...]]:
+        return sorted(
+            (
+                c.get("type"),
+                c.get("status"),
+                c.get("reason"),
+                c.get("message"),
+                c.get("observedGeneration"),
+            )
+            for c in xs or ()
+        )
+
+    return norm(a) == norm(b)
