@@ -106,3 +106,51 @@ async def test_controller_killed_while_job_runs(env: Env) -> None:
         return not (job.metadata.finalizers or [])
 
     await until(finalizers_released, what="the Job's result finalizer removed")
+
+
+async def test_downtime_runs_one_catch_up_and_reports_the_rest_missed(env: Env) -> None:
+    """The controller is down across two windows: on restart exactly one catch-up backup
+    (the newest window) runs; the older window is reported missed, never silently dropped."""
+    await env.create_cluster("bao", schedule="* * * * *")
+
+    async def idle() -> dict[str, Any] | None:
+        obj = await env.get("openbaoclusters", "bao")
+        backup = ((obj or {}).get("status") or {}).get("backup") or {}
+        return backup if backup.get("nextScheduledBackup") else None
+
+    first_next = dt.datetime.fromisoformat(
+        str((await until(idle, what="nextScheduledBackup"))["nextScheduledBackup"]).replace(
+            "Z", "+00:00"
+        )
+    )
+    env.controller.kill()
+    try:
+        second = first_next + dt.timedelta(minutes=1)
+
+        async def two_windows_passed() -> bool:
+            return dt.datetime.now(dt.UTC) > second + dt.timedelta(seconds=2)
+
+        await until(two_windows_passed, timeout=200, interval=1.0, what="two windows to pass")
+        assert await env.backups("bao") == []
+    finally:
+        env.controller.start()
+
+    async def one_done() -> list[dict[str, Any]] | None:
+        recs = await env.backups("bao")
+        done = [r for r in recs if (r.get("status") or {}).get("phase") == "Succeeded"]
+        return recs if done else None
+
+    recs = await until(one_done, what="the catch-up backup")
+    assert len(recs) == 1, [r["metadata"]["name"] for r in recs]
+    window = recs[0]["status"]["scheduledTime"]
+    assert dt.datetime.fromisoformat(window.replace("Z", "+00:00")) >= second
+
+    async def missed() -> dict[str, Any] | None:
+        obj = await env.get("openbaoclusters", "bao")
+        backup = ((obj or {}).get("status") or {}).get("backup") or {}
+        return backup if backup.get("missedWindows") else None
+
+    backup = await until(missed, what="missed windows in status")
+    assert backup["missedWindows"] >= 1
+    assert await until(lambda: env.events("MissedSchedule"), what="MissedSchedule event")
+    assert (env.metric("openbao_backup_missed_schedules_total", cluster="bao") or 0) >= 1
