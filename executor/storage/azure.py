@@ -46,7 +46,6 @@ from executor.contract import AzureCredentials, StorageSettings
 from executor.errors import (
     ConfigurationError,
     ExecutorError,
-    InternalError,
     ObjectNotFound,
     StorageError,
 )
@@ -54,9 +53,8 @@ from executor.log import get_logger
 from executor.storage.base import (
     META_SHA256,
     META_SIZE,
+    NumberedUpload,
     ObjectInfo,
-    PartBuffer,
-    PartUploader,
 )
 
 log = get_logger("executor.storage.azure")
@@ -126,40 +124,22 @@ def _block_id(number: int) -> str:
     return f"{number:08d}"
 
 
-class AzureUpload:
+class AzureUpload(NumberedUpload[str]):
     """One block-blob upload (see module guarantees)."""
+
+    unit = "blocks"
 
     def __init__(
         self, *, blob: Any, container: str, key: str, part_size: int, concurrency: int,
         metadata: Mapping[str, str],
     ) -> None:
-        self.key = key
+        super().__init__(key=key, part_size=part_size, concurrency=concurrency,
+                         max_parts=MAX_BLOCKS)
         self._blob = blob
         self._container = container
         self._metadata = dict(metadata)
-        self._buffer = PartBuffer(part_size=part_size)
-        self._blocks: PartUploader[str] = PartUploader(
-            concurrency=concurrency, upload=self._stage
-        )
-        self._next = 1
-        self._written = 0
-        self._finished = False
 
-    async def write(self, data: bytes) -> None:
-        self._written += len(data)
-        for part in self._buffer.add(data):
-            await self._submit(part)
-
-    async def _submit(self, part: bytes) -> None:
-        if self._next > MAX_BLOCKS:
-            raise StorageError(
-                f"the snapshot needs more than {MAX_BLOCKS} blocks: raise OBB_PART_SIZE"
-            )
-        number = self._next
-        self._next += 1
-        await self._blocks.submit(number, part)
-
-    async def _stage(self, number: int, data: bytes) -> str:
+    async def _upload_part(self, number: int, data: bytes) -> str:
         block_id = _block_id(number)
         # The transactional MD5 is computed off the event loop (the SDK would do it inline).
         md5 = await asyncio.to_thread(_md5, data)
@@ -169,19 +149,12 @@ class AzureUpload:
         return block_id
 
     async def commit(self, *, sha256: str, size: int) -> None:
-        if self._finished:
-            raise InternalError("commit after the upload finished")
-        if size != self._written:
-            raise InternalError(f"commit of {size} bytes but {self._written} were written")
-        rest = self._buffer.take_rest()
-        if rest or self._next == 1:
-            await self._submit(rest)
-        ids = await self._blocks.drain()
+        ids = await self._all_parts(size=size)
         metadata = {**self._metadata, _meta_name(META_SHA256): sha256,
                     _meta_name(META_SIZE): str(size)}
         with _translated(f"committing {self.key}", container=self._container):
             await self._blob.commit_block_list(
-                [BlobBlock(block_id=ids[n]) for n in sorted(ids)],
+                [BlobBlock(block_id=block_id) for block_id in ids],
                 content_settings=ContentSettings(content_type="application/gzip"),
                 metadata=metadata,
                 match_condition=MatchConditions.IfMissing,
@@ -193,7 +166,7 @@ class AzureUpload:
         if self._finished:
             return
         self._finished = True
-        await self._blocks.cancel()
+        await self._uploader.cancel()
         log.info("upload abandoned: nothing committed, staged blocks expire", key=self.key)
 
 

@@ -186,6 +186,55 @@ class PartUploader(Generic[T]):
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class NumberedUpload(Generic[T]):
+    """A stream cut into numbered parts uploaded ``concurrency`` at a time (S3 multipart
+    parts, Azure blocks); subclasses say how one part is uploaded (``_upload_part``) and how
+    the finished parts are committed. Memory: at most ``concurrency`` parts in flight plus
+    one being filled."""
+
+    unit = "parts"
+
+    def __init__(self, *, key: str, part_size: int, concurrency: int, max_parts: int) -> None:
+        self.key = key
+        self._buffer = PartBuffer(part_size=part_size)
+        self._uploader: PartUploader[T] = PartUploader(
+            concurrency=concurrency, upload=self._upload_part
+        )
+        self._max_parts = max_parts
+        self._next = 1
+        self._written = 0
+        self._finished = False
+
+    async def _upload_part(self, number: int, data: bytes) -> T:
+        raise NotImplementedError
+
+    async def write(self, data: bytes) -> None:
+        self._written += len(data)
+        for part in self._buffer.add(data):
+            await self._submit(part)
+
+    async def _submit(self, part: bytes) -> None:
+        if self._next > self._max_parts:
+            raise StorageError(
+                f"the snapshot needs more than {self._max_parts} {self.unit}: raise OBB_PART_SIZE"
+            )
+        number = self._next
+        self._next += 1
+        await self._uploader.submit(number, part)
+
+    async def _all_parts(self, *, size: int) -> list[T]:
+        """Upload the rest and wait for every part; their results in part order."""
+        if self._finished:
+            raise InternalError("commit after the upload finished")
+        if size != self._written:
+            raise InternalError(f"commit of {size} bytes but {self._written} were written")
+        rest = self._buffer.take_rest()
+        if rest or self._next == 1:
+            await self._submit(rest)
+        results = await self._uploader.drain()
+        return [results[n] for n in sorted(results)]
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): 0.2, 0.4, 0.8 ... capped at 5."""
     return float(min(5.0, 0.2 * (2 ** (attempt - 1))))

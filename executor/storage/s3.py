@@ -55,7 +55,6 @@ from executor.contract import S3Credentials, StorageSettings
 from executor.errors import (
     ConfigurationError,
     ExecutorError,
-    InternalError,
     ObjectNotFound,
     StorageError,
 )
@@ -63,9 +62,8 @@ from executor.log import get_logger
 from executor.storage.base import (
     META_SHA256,
     META_SIZE,
+    NumberedUpload,
     ObjectInfo,
-    PartBuffer,
-    PartUploader,
 )
 
 log = get_logger("executor.storage.s3")
@@ -124,38 +122,18 @@ def _sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
-class S3Upload:
+class S3Upload(NumberedUpload[dict[str, Any]]):
     """One multipart upload (see module guarantees)."""
 
     def __init__(
         self, *, client: Any, bucket: str, key: str, upload_id: str, part_size: int,
         concurrency: int,
     ) -> None:
-        self.key = key
+        super().__init__(key=key, part_size=part_size, concurrency=concurrency,
+                         max_parts=MAX_PARTS)
         self.upload_id = upload_id
         self._client = client
         self._bucket = bucket
-        self._buffer = PartBuffer(part_size=part_size)
-        self._parts: PartUploader[dict[str, Any]] = PartUploader(
-            concurrency=concurrency, upload=self._upload_part
-        )
-        self._next_part = 1
-        self._written = 0
-        self._finished = False
-
-    async def write(self, data: bytes) -> None:
-        self._written += len(data)
-        for part in self._buffer.add(data):
-            await self._submit(part)
-
-    async def _submit(self, part: bytes) -> None:
-        if self._next_part > MAX_PARTS:
-            raise StorageError(
-                f"the snapshot needs more than {MAX_PARTS} parts: raise OBB_PART_SIZE"
-            )
-        number = self._next_part
-        self._next_part += 1
-        await self._parts.submit(number, part)
 
     async def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
         checksum = await asyncio.to_thread(_sha256_b64, data)
@@ -167,15 +145,7 @@ class S3Upload:
         return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
 
     async def commit(self, *, sha256: str, size: int) -> None:
-        if self._finished:
-            raise InternalError("commit after the upload finished")
-        if size != self._written:
-            raise InternalError(f"commit of {size} bytes but {self._written} were written")
-        rest = self._buffer.take_rest()
-        if rest or self._next_part == 1:
-            await self._submit(rest)
-        results = await self._parts.drain()
-        parts = [results[n] for n in sorted(results)]
+        parts = await self._all_parts(size=size)
         with _translated(f"completing the upload of {self.key}", bucket=self._bucket):
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=self.key, UploadId=self.upload_id,
@@ -198,7 +168,7 @@ class S3Upload:
         if self._finished:
             return
         self._finished = True
-        await self._parts.cancel()
+        await self._uploader.cancel()
         try:
             await self._client.abort_multipart_upload(
                 Bucket=self._bucket, Key=self.key, UploadId=self.upload_id
