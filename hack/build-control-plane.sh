@@ -20,7 +20,9 @@ trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 echo "build-control-plane: building kube $KUBE_VERSION and etcd $ETCD_VERSION (cold build, several minutes)" >&2
 cd "$here/tools"
-export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
+# GOTOOLCHAIN=auto: an older local Go (>= 1.21) fetches the go.mod's toolchain from the Go
+# module proxy; with a new enough Go (as on this machine kind) the local one is used.
+export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-auto}"
 go build -trimpath -o "$tmp/" -ldflags "-s -w \
   -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
   -X k8s.io/component-base/version.gitMajor=1 \

@@ -2,7 +2,7 @@
 # Install everything the dev/test environment needs on a fresh machine of this kind:
 #   - Python deps from the committed lock (requirements/lock.txt) into .venv, via uv;
 #   - Azurite (pinned, from npm) into the cache;
-#   - kube-apiserver, kube-controller-manager and etcd built from Go modules (cached).
+#   - kube-apiserver, kube-controller-manager, kubectl and etcd built from Go modules (cached).
 # Idempotent: a warm machine pays a few seconds.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,30 +11,40 @@ AZURITE_VERSION=3.35.0
 mkdir -p "$cache"
 
 need() { command -v "$1" >/dev/null 2>&1; }
+# Toolchains: this machine kind ships Go, Node 20 and Python 3.11; a bare Debian gets them
+# from apt (best effort: Debian's Go is older than the go.mod's, but Go >= 1.21 fetches the
+# right toolchain from the Go module proxy, see build-control-plane.sh).
 if ! need go || ! need node || ! need npm || ! need python3; then
   if need apt-get; then
     echo "install-deps: installing Debian packages" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq golang nodejs npm python3 python3-venv >/dev/null
+    apt-get install -y -qq golang-go nodejs npm python3 python3-venv python3-pip >/dev/null
   fi
 fi
 for tool in go node npm python3; do
   need "$tool" || { echo "install-deps: $tool is required and could not be installed" >&2; exit 1; }
 done
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11, 3))' || {
+  echo "install-deps: Python >= 3.11.3 is required (gcloud-aio-auth); found $(python3 -V)" >&2
+  exit 1
+}
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+(( node_major >= 18 )) || { echo "install-deps: Node >= 18 is required for Azurite" >&2; exit 1; }
 
-# Python: uv from PyPI (pinned), then an exact sync of the lock file.
-if [[ ! -x "$root/.venv/bin/python" ]]; then
+# Python: uv from PyPI (pinned), then an exact sync of the hashed lock file.
+if ! python3 -m uv --version >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check "uv==0.13.8" >&2 || true
-  if need uv; then uv venv -q "$root/.venv" --python python3 >&2
-  else python3 -m venv "$root/.venv"; fi
 fi
-if need uv; then
-  uv pip sync -q --python "$root/.venv/bin/python" "$root/requirements/lock.txt" >&2
-  uv pip install -q --python "$root/.venv/bin/python" --no-deps -e "$root" >&2
+if python3 -m uv --version >/dev/null 2>&1; then
+  [[ -x "$root/.venv/bin/python" ]] || python3 -m uv venv -q "$root/.venv" --python python3 >&2
+  python3 -m uv pip sync -q --python "$root/.venv/bin/python" "$root/requirements/lock.txt" >&2
+  python3 -m uv pip install -q --python "$root/.venv/bin/python" --no-deps -e "$root" >&2
 else
-  "$root/.venv/bin/pip" install -q --require-hashes -r "$root/requirements/lock.txt" >&2
-  "$root/.venv/bin/pip" install -q --no-deps -e "$root" >&2
+  echo "install-deps: uv unavailable; installing with pip" >&2
+  [[ -x "$root/.venv/bin/python" ]] || python3 -m venv "$root/.venv"
+  "$root/.venv/bin/python" -m pip install -q --require-hashes -r "$root/requirements/lock.txt" >&2
+  "$root/.venv/bin/python" -m pip install -q --no-deps -e "$root" >&2
 fi
 
 # Azurite (Node 20 needs <= 3.35.x).
