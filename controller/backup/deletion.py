@@ -26,7 +26,6 @@ from controller.backup.deps import Deps
 from controller.backup.jobresult import JobPhase, interpret
 from controller.backup.jobspec import build_job
 from controller.backup.records import (
-    PENDING,
     RUNNING,
     SNAPSHOT_FINALIZER,
     SUCCEEDED,
@@ -119,7 +118,7 @@ async def handle(
     key = status.get("key")
     policy = (record.get("spec") or {}).get("deletionPolicy") or "Delete"
     deleted = cond.is_true(status.get("conditions"), cond.SNAPSHOT_DELETED)
-    if phase in (PENDING,) or phase != SUCCEEDED or not key or policy == "Retain" or deleted:
+    if phase != SUCCEEDED or not key or policy == "Retain" or deleted:
         await _remove_finalizer(deps, record)
         return None
     target = _target_for(record, cluster)

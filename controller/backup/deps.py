@@ -61,11 +61,9 @@ INDEXERS: Mapping[Resource, Mapping[str, IndexFunc]] = {
 """Secondary indexes; they also map each object to the cluster key it wakes up."""
 
 CLUSTER_KEY_MAPPERS: Mapping[Resource, IndexFunc] = {
-    OPENBAO_BACKUP: _record_cluster,
-    JOB: _labelled_cluster,
-    POD: _labelled_cluster,
-    LEASE: _labelled_cluster,
+    resource: funcs[BY_CLUSTER] for resource, funcs in INDEXERS.items() if BY_CLUSTER in funcs
 }
+"""Which cluster key a change of each secondary resource wakes up (its ``cluster`` index)."""
 
 
 def utcnow() -> dt.datetime:

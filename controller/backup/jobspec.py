@@ -21,10 +21,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from controller.backup.spec import ClusterSpec, KeyRef
+from controller.backup.spec import ClusterSpec, KeyRef, Target
 from controller.kube.resources import OPENBAO_BACKUP
 from executor import contract as c
 
@@ -62,7 +63,7 @@ def build_job(
     image: str,
     ttl_seconds_after_finished: int,
     delete_keys: Sequence[str] = (),
-    target_override: Any = None,
+    target_override: Target | None = None,
 ) -> JSON:
     """The Job for ``purpose`` of the OpenBaoBackup ``record`` of ``cluster``."""
     backup = cluster.backup
@@ -177,8 +178,6 @@ def build_job(
         elif cluster.ca_secret is not None:
             env[c.OPENBAO_CACERT.name] = mount_ref("openbao-ca", cluster.ca_secret, OPENBAO_CA_DIR)
     else:
-        import json
-
         env[c.DELETE_KEYS.name] = json.dumps(list(delete_keys), separators=(",", ":"))
 
     ex = backup.executor

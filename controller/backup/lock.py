@@ -162,25 +162,27 @@ class OperationLock:
                 await self._api.merge_patch(path=path, body={"metadata": {"labels": labels}})
             return False
 
-    async def release(self, *, namespace: str, cluster: str, me: str, now: datetime) -> None:
+    async def release(self, *, namespace: str, cluster: str, me: str, now: datetime) -> bool:
+        """Clear the Lease if ``me`` holds it; True when this call released it."""
         name = names.lease_name(cluster=cluster)
         obj, observed = self.observe(namespace=namespace, cluster=cluster, now=now)
         if obj is None or not oplock.may_release(lease=observed, me=me):
-            return
+            return False
         path = LEASE.path(namespace=namespace, name=name)
         body = thaw(obj)
         for _ in range(3):
             body["spec"] = {**body.get("spec", {}), **oplock.release_spec(now=now)}
             try:
                 await self._api.replace(path=path, body=body)
-                return
+                return True
             except NotFound:
-                return
+                return False
             except Conflict:
                 # Our cache lags our own renewals: re-read, and release only if still ours.
                 try:
                     body = await self._api.get(path=path)
                 except NotFound:
-                    return
+                    return False
                 if (body.get("spec") or {}).get("holderIdentity") != me:
-                    return
+                    return False
+        return False

@@ -15,9 +15,8 @@ from __future__ import annotations
 import datetime as dt
 
 from controller.backup import retention, runs
-from controller.backup.conditions import parse_time
 from controller.backup.deps import Deps
-from controller.backup.records import name_of, phase_of, to_retention
+from controller.backup.records import created_at, name_of, phase_of, to_retention
 from controller.backup.spec import parse_cluster
 from controller.cache.store import JSONObject
 from controller.errors import NotFound
@@ -25,11 +24,6 @@ from controller.kube.resources import OPENBAO_BACKUP
 from controller.logging import get_logger
 
 _log = get_logger(controller="backup-manager")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _created(obj: JSONObject) -> dt.datetime:
-    return parse_time(obj["metadata"].get("creationTimestamp")) or _EPOCH
 
 
 def count_outcome(deps: Deps, *, cluster_obj: JSONObject, record: JSONObject) -> None:
@@ -39,7 +33,7 @@ def count_outcome(deps: Deps, *, cluster_obj: JSONObject, record: JSONObject) ->
     metrics = d.metrics_for(
         namespace=meta["namespace"],
         cluster=meta["name"],
-        created=_created(cluster_obj).timestamp(),
+        created=created_at(cluster_obj).timestamp(),
     )
     st = record.get("status") or {}
     duration = float(st["durationSeconds"]) if st.get("durationSeconds") else None

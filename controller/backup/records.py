@@ -48,8 +48,9 @@ def has_finalizer(obj: Mapping[str, Any], finalizer: str) -> bool:
     return finalizer in (obj["metadata"].get("finalizers") or ())
 
 
-def created_at(record: Mapping[str, Any]) -> datetime:
-    when = parse_time(record["metadata"].get("creationTimestamp"))
+def created_at(obj: Mapping[str, Any]) -> datetime:
+    """``metadata.creationTimestamp`` of any API object (records, clusters)."""
+    when = parse_time(obj["metadata"].get("creationTimestamp"))
     assert when is not None, "API objects always have a creationTimestamp"
     return when
 

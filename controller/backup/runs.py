@@ -58,7 +58,6 @@ async def launch(
     cluster_obj: Mapping[str, Any],
     record: JSONObject,
     ca_pem: str | None,
-    attempt: int,
 ) -> tuple[JSONObject | None, str | None]:
     """Try to start ``record``. Returns (updated record, None) when it runs, or
     (None, "<Reason>: <message>") when blocked."""

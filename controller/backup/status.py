@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controller.cache.store import thaw
 from controller.kube.client import KubeApi
 from controller.kube.resources import OPENBAO_BACKUP, OPENBAO_CLUSTER, Resource
 
@@ -32,7 +33,7 @@ class StatusWriter:
         self, *, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool
     ) -> JSON:
         meta = obj["metadata"]
-        body: JSON = {"status": _thaw(status)}
+        body: JSON = {"status": thaw(status)}
         if cas:
             body["metadata"] = {"resourceVersion": meta["resourceVersion"]}
         return await self._api.merge_patch(
@@ -53,11 +54,3 @@ class StatusWriter:
     ) -> JSON:
         """Patch an OpenBaoCluster's status (``status.backup``, ``status.conditions``...)."""
         return await self._patch(resource=OPENBAO_CLUSTER, obj=obj, status=status, cas=cas)
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(v) for v in value]
-    return value

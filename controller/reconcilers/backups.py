@@ -32,14 +32,15 @@ from controller.backup.lock import OperationLock
 from controller.backup.preflight import probe_openbao
 from controller.backup.records import (
     PENDING,
-    RUNNING,
     SNAPSHOT_FINALIZER,
     TERMINAL,
+    created_at,
     has_finalizer,
     is_deleting,
     name_of,
     next_pending,
     phase_of,
+    running,
     scheduled_time,
 )
 from controller.backup.spec import ClusterSpec, SpecError, parse_cluster
@@ -58,7 +59,6 @@ from controller.logging import get_logger
 from controller.reconcilers.base import Context, ReconcilerSpec, Watch
 from controller.runner import Result
 
-JSON = dict[str, Any]
 _log = get_logger(controller="backup-manager")
 
 
@@ -92,7 +92,7 @@ class BackupManager:
 
         # 2. running records
         active = False
-        for rec in [r for r in records.values() if phase_of(r) == RUNNING]:
+        for rec in running(records.values()):
             still, cluster_obj = await self._drive_running(
                 rec, cluster_obj=cluster_obj, waits=waits
             )
@@ -111,13 +111,12 @@ class BackupManager:
             return _result(waits)
 
         metrics = d.metrics_for(
-            namespace=namespace, cluster=name, created=_created(cluster_obj).timestamp()
+            namespace=namespace, cluster=name, created=created_at(cluster_obj).timestamp()
         )
         status = (cluster_obj.get("status") or {}).get("backup") or {}
+        last_success = cond.parse_time(status.get("lastBackupTime"))
         metrics.restore_state(
-            last_success=(cond.parse_time(status.get("lastBackupTime")) or _EPOCH).timestamp()
-            if status.get("lastBackupTime")
-            else None,
+            last_success=last_success.timestamp() if last_success else None,
             consecutive_failures=int(status.get("consecutiveFailures") or 0),
             last_size=status.get("lastBackupSize"),
         )
@@ -212,9 +211,11 @@ class BackupManager:
                 cluster_obj = updated
             record = await d.status.backup(obj=record, status={"accounted": True})
         now = d.now()
-        await d.lock.release(namespace=ns, cluster=cluster_name, me=runs.me(rec), now=now)
+        released = await d.lock.release(
+            namespace=ns, cluster=cluster_name, me=runs.me(rec), now=now
+        )
         metrics = d.metrics.get(f"{ns}/{cluster_name}")
-        if metrics is not None:
+        if released and metrics is not None:
             metrics.lock(held_since=None)
         if ran:
             await runs.release_finalizers(
@@ -281,17 +282,12 @@ class BackupManager:
                 continue
             break
         ca_pem = await self._openbao_ca(cluster)
-        attempt = self._blocked_attempts.get(key, 0)
         updated, blocked = await runs.launch(
-            d,
-            cluster=cluster,
-            cluster_obj=cluster_obj,
-            record=record,
-            ca_pem=ca_pem,
-            attempt=attempt,
+            d, cluster=cluster, cluster_obj=cluster_obj, record=record, ca_pem=ca_pem
         )
         metrics = d.metrics.get(key)
         if blocked is not None:
+            attempt = self._blocked_attempts.get(key, 0)
             self._blocked_attempts[key] = attempt + 1
             waits.append(runs.blocked_backoff(attempt))
             reason, _, message = blocked.partition(": ")
@@ -337,13 +333,6 @@ class BackupManager:
         return str((cm.get("data") or {}).get(ref.key) or "") or None
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _created(obj: Mapping[str, Any]) -> dt.datetime:
-    return cond.parse_time(obj["metadata"].get("creationTimestamp")) or _EPOCH
-
-
 def _result(waits: list[float]) -> Result:
     return Result(requeue_after=min(waits)) if waits else Result()
 
@@ -369,11 +358,6 @@ def build(ctx: Context) -> BackupManager:
         job_ttl_seconds=s.job_ttl_seconds,
     )
     return BackupManager(deps=deps)
-
-
-def _own(obj: JSONObject) -> list[str]:
-    meta = obj["metadata"]
-    return [f"{meta['namespace']}/{meta['name']}"]
 
 
 SPEC = ReconcilerSpec(

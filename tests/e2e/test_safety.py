@@ -100,9 +100,12 @@ async def test_sealed_openbao_blocks_until_unsealed(env: Env) -> None:
         env.openbao.unseal()
     done = await env.wait_phase(records[0]["metadata"]["name"], {"Succeeded", "Failed"})
     assert done["status"]["phase"] == "Succeeded", done["status"]
-    cond = await until(
-        lambda: _condition(env, "openbaoclusters", "bao", "PreflightBlocked"), what="condition"
-    )
+
+    async def cleared() -> dict[str, Any] | None:
+        cond = await _condition(env, "openbaoclusters", "bao", "PreflightBlocked")
+        return cond if cond and cond["status"] == "False" else None
+
+    assert (await until(cleared, what="PreflightBlocked=False"))["reason"] == "Clear"
     assert len(await env.jobs()) == 1
 
 

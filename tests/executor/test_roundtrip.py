@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,10 @@ def storage_for(provider: str, request: pytest.FixtureRequest) -> tuple[StorageS
     return request.getfixturevalue(server), request.getfixturevalue(bucket)
 
 
-def wait_for(probe: object, *, timeout: float, what: str) -> None:
+def wait_for(probe: Callable[[], object], *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if probe():  # type: ignore[operator]
+        if probe():
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

@@ -126,7 +126,8 @@ async def test_part_uploader_bounds_parts_in_flight() -> None:
     for n in range(1, 4):
         await up.submit(n, b"x")
     blocked = asyncio.create_task(up.submit(4, b"x"))
-    await asyncio.sleep(0.05)
+    for _ in range(20):  # let every runnable task take its steps; no wall-clock wait
+        await asyncio.sleep(0)
     assert not blocked.done(), "the producer must wait for a free slot"
     gate.set()
     await blocked
