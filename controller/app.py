@@ -63,6 +63,7 @@ INFORMED: tuple[tuple[Resource, str | None], ...] = (
 
 def _enqueue_mapped(runner: Runner, mapper: KeyMapper) -> tuple[OnAdd, OnUpdate, OnDelete]:
     """Handlers that enqueue the keys ``mapper`` derives from an object (never the object)."""
+
     def on_add(obj: JSONObject) -> None:
         for key in mapper(obj):
             runner.enqueue(key)
@@ -103,29 +104,44 @@ class App:
     def _build(self, clients: KubeClients, gate: Callable[[], bool] | None) -> None:
         s = self.settings
         options = WatchOptions(
-            page_size=s.list_page_size, timeout_min=s.watch_timeout_min,
-            timeout_max=s.watch_timeout_max, inactivity_timeout=s.watch_inactivity_timeout,
-            connect_timeout=s.connect_timeout)
+            page_size=s.list_page_size,
+            timeout_min=s.watch_timeout_min,
+            timeout_max=s.watch_timeout_max,
+            inactivity_timeout=s.watch_inactivity_timeout,
+            connect_timeout=s.connect_timeout,
+        )
         indexers: dict[Resource, dict[str, IndexFunc]] = {}
         for spec in self._specs:
             for resource, funcs in spec.indexers.items():
                 indexers.setdefault(resource, {}).update(funcs)
         for resource, selector in INFORMED:
             self.informers[resource] = Informer(
-                api=clients.watch, resource=resource, namespaces=s.namespaces,
-                label_selector=selector, options=options, resync_period=s.resync_period,
-                indexers=indexers.get(resource))
+                api=clients.watch,
+                resource=resource,
+                namespaces=s.namespaces,
+                label_selector=selector,
+                options=options,
+                resync_period=s.resync_period,
+                indexers=indexers.get(resource),
+            )
         ctx = reconcilers.Context(
-            caches={r: i.cache for r, i in self.informers.items()}, api=clients.api, settings=s)
+            caches={r: i.cache for r, i in self.informers.items()}, api=clients.api, settings=s
+        )
         for spec in self._specs:
-            runner = Runner(name=spec.name, reconciler=spec.build(ctx), workers=s.workers,
-                            reconcile_timeout=s.reconcile_timeout, gate=gate)
+            runner = Runner(
+                name=spec.name,
+                reconciler=spec.build(ctx),
+                workers=s.workers,
+                reconcile_timeout=s.reconcile_timeout,
+                gate=gate,
+            )
             self.runners.append(runner)
             wiring = [(spec.primary, _own_key)] + [(w.resource, w.to_keys) for w in spec.watches]
             for resource, mapper in wiring:
                 on_add, on_update, on_delete = _enqueue_mapped(runner, mapper)
                 self.informers[resource].add_handlers(
-                    on_add=on_add, on_update=on_update, on_delete=on_delete)
+                    on_add=on_add, on_update=on_update, on_delete=on_delete
+                )
 
     async def run(self) -> int:
         """Run until SIGTERM (returns 0) or lost leadership (returns 1)."""
@@ -145,10 +161,15 @@ class App:
             elector = None
             if s.leader_elect:
                 elector = LeaderElector(
-                    api=clients.api, namespace=s.lease_namespace, name=s.lease_name,
-                    identity=s.identity, lease_duration=s.lease_duration,
-                    renew_deadline=s.renew_deadline, retry_period=s.retry_period,
-                    on_started_leading=self._leading.set)
+                    api=clients.api,
+                    namespace=s.lease_namespace,
+                    name=s.lease_name,
+                    identity=s.identity,
+                    lease_duration=s.lease_duration,
+                    renew_deadline=s.renew_deadline,
+                    retry_period=s.retry_period,
+                    on_started_leading=self._leading.set,
+                )
             self._build(clients, elector.holds_lease_now if elector is not None else None)
             for resource, informer in self.informers.items():
                 supervisor.start(f"informer:{resource.display}", informer.run)
@@ -169,8 +190,9 @@ class App:
                 waiting.add(elector_task)
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if lead_task in done and lead_task.result() is None:
-                runner_tasks = [asyncio.create_task(r.run(), name=f"runner:{r.name}")
-                                for r in self.runners]
+                runner_tasks = [
+                    asyncio.create_task(r.run(), name=f"runner:{r.name}") for r in self.runners
+                ]
                 waiting.discard(lead_task)
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             lead_task.cancel()
@@ -185,7 +207,8 @@ class App:
             else:
                 self._log.info("shutting down", leading=self._leading.is_set())
                 await asyncio.gather(
-                    *(r.shutdown(drain_timeout=s.drain_timeout) for r in self.runners))
+                    *(r.shutdown(drain_timeout=s.drain_timeout) for r in self.runners)
+                )
                 await asyncio.gather(*runner_tasks, return_exceptions=True)
                 if elector_task is not None:
                     elector_task.cancel()

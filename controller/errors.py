@@ -54,10 +54,13 @@ class KubeError(OpenBaoBackupError):
     """An API server call failed.
 
     ``status`` is the HTTP status (0 when no response was received), ``reason`` the
-    ``Status.reason`` of the answer when there was one, ``message`` a short human text.
+    ``Status.reason`` of the answer when there was one, ``message`` a short human text;
+    ``method`` and ``path`` name the request (set by the client that sent it).
     """
 
     retryable: bool = False
+    method: str = ""
+    path: str = ""
 
     def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
         super().__init__(message)

@@ -39,19 +39,11 @@ from typing import Any
 
 from controller import errors, metrics
 from controller.kube.client import KubeApi
-from controller.kube.resources import LEASE
+from controller.kube.resources import LEASE, format_microtime
 from controller.logging import get_logger
 from controller.queue.clock import Clock, RealClock
 
-MICROTIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 JITTER_FACTOR = 1.2
-
-
-def format_microtime(moment: datetime) -> str:
-    """A MicroTime string: UTC, exactly six fractional digits, ``Z``."""
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime: MicroTime needs an aware time")
-    return moment.astimezone(UTC).strftime(MICROTIME_FORMAT)
 
 
 def parse_microtime(value: str | None) -> datetime | None:
@@ -142,18 +134,28 @@ def next_record(
 ) -> LeaseRecord:
     """The record to write to acquire or renew the lease as ``identity``."""
     if current is not None and current.holder == identity:
-        return LeaseRecord(holder=identity, duration=max(1, round(duration)),
-                           acquire_time=current.acquire_time or now, renew_time=now,
-                           transitions=current.transitions)
+        return LeaseRecord(
+            holder=identity,
+            duration=max(1, round(duration)),
+            acquire_time=current.acquire_time or now,
+            renew_time=now,
+            transitions=current.transitions,
+        )
     transitions = current.transitions + 1 if current is not None else 0
-    return LeaseRecord(holder=identity, duration=max(1, round(duration)), acquire_time=now,
-                       renew_time=now, transitions=transitions)
+    return LeaseRecord(
+        holder=identity,
+        duration=max(1, round(duration)),
+        acquire_time=now,
+        renew_time=now,
+        transitions=transitions,
+    )
 
 
 def release_record(current: LeaseRecord, *, now: datetime) -> LeaseRecord:
     """The record that gives the lease up: no holder, duration 1 s, transitions kept."""
-    return LeaseRecord(holder="", duration=1, acquire_time=now, renew_time=now,
-                       transitions=current.transitions)
+    return LeaseRecord(
+        holder="", duration=1, acquire_time=now, renew_time=now, transitions=current.transitions
+    )
 
 
 class LeaderElector:
@@ -174,7 +176,8 @@ class LeaderElector:
     ) -> None:
         if not lease_duration > renew_deadline > JITTER_FACTOR * retry_period > 0:
             raise errors.ConfigError(
-                "need lease_duration > renew_deadline > 1.2 x retry_period > 0")
+                "need lease_duration > renew_deadline > 1.2 x retry_period > 0"
+            )
         self._api = api
         self._namespace = namespace
         self._name = name
@@ -190,8 +193,9 @@ class LeaderElector:
         self._resource_version = ""
         self._leading = False
         self._last_renew: float | None = None
-        self._log = get_logger(component="leaderelection", lease=f"{namespace}/{name}",
-                               identity=identity)
+        self._log = get_logger(
+            component="leaderelection", lease=f"{namespace}/{name}", identity=identity
+        )
         metrics.set_leader(name, leading=False)
 
     @property
@@ -223,11 +227,15 @@ class LeaderElector:
         try:
             lease = await self._api.get(path=self._path())
         except errors.NotFound:
-            record = next_record(None, identity=self.identity, duration=self._duration,
-                                 now=self._clock.now())
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self._name, "namespace": self._namespace},
-                    "spec": record.to_spec()}
+            record = next_record(
+                None, identity=self.identity, duration=self._duration, now=self._clock.now()
+            )
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self._name, "namespace": self._namespace},
+                "spec": record.to_spec(),
+            }
             try:
                 created = await self._api.create(path=self._path(named=False), body=body)
             except errors.AlreadyExists:
@@ -239,11 +247,14 @@ class LeaderElector:
         decision = decide(self._observation, identity=self.identity, now=now_mono)
         if decision is Decision.WAIT:
             return False
-        record = next_record(self._observation.record, identity=self.identity,
-                             duration=self._duration, now=self._clock.now())
+        record = next_record(
+            self._observation.record,
+            identity=self.identity,
+            duration=self._duration,
+            now=self._clock.now(),
+        )
         body = dict(lease)
-        body["metadata"] = {**lease.get("metadata", {}),
-                            "resourceVersion": self._resource_version}
+        body["metadata"] = {**lease.get("metadata", {}), "resourceVersion": self._resource_version}
         body["spec"] = {**(lease.get("spec") or {}), **record.to_spec()}
         try:
             updated = await self._api.replace(path=self._path(), body=body)
@@ -264,8 +275,7 @@ class LeaderElector:
         except TimeoutError:
             self._log.warning("lease request timed out")
         except errors.KubeError as exc:
-            self._log.warning("lease request failed", error=str(exc),
-                              error_type=type(exc).__name__)
+            self._log.warning("lease request failed", error=str(exc), error_type=type(exc).__name__)
         return False
 
     async def acquire(self) -> None:
@@ -303,10 +313,12 @@ class LeaderElector:
                 last_renew = self._last_renew = self._clock.monotonic()
                 continue
             if self._observation is not None and self._observation.record.holder not in (
-                "", self.identity,
+                "",
+                self.identity,
             ):
-                self._log.error("lease taken by another candidate",
-                                holder=self._observation.record.holder)
+                self._log.error(
+                    "lease taken by another candidate", holder=self._observation.record.holder
+                )
                 return
             if self._clock.monotonic() - last_renew >= self._renew_deadline:
                 self._log.error("failed to renew lease within the renew deadline")
@@ -334,12 +346,13 @@ class LeaderElector:
                 if record.holder != self.identity:
                     return False
                 body = dict(lease)
-                body["spec"] = {**(lease.get("spec") or {}),
-                                **release_record(record, now=self._clock.now()).to_spec()}
+                body["spec"] = {
+                    **(lease.get("spec") or {}),
+                    **release_record(record, now=self._clock.now()).to_spec(),
+                }
                 await self._api.replace(path=self._path(), body=body)
         except (errors.KubeError, TimeoutError) as exc:
-            self._log.warning("could not release lease", error=str(exc),
-                              was_leading=was_leading)
+            self._log.warning("could not release lease", error=str(exc), was_leading=was_leading)
             return False
         self._log.info("released lease")
         return True

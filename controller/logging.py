@@ -24,9 +24,22 @@ import structlog
 
 _REDACTED_KEYS = frozenset(
     {
-        "object", "obj", "body", "raw", "spec", "status_body", "data", "stringdata",
-        "token", "password", "secret", "authorization", "credentials", "key_material",
-        "unseal_key", "root_token",
+        "object",
+        "obj",
+        "body",
+        "raw",
+        "spec",
+        "status_body",
+        "data",
+        "stringdata",
+        "token",
+        "password",
+        "secret",
+        "authorization",
+        "credentials",
+        "key_material",
+        "unseal_key",
+        "root_token",
     }
 )
 

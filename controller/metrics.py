@@ -81,33 +81,84 @@ ProcessCollector(registry=REGISTRY)
 _QUEUE_BUCKETS = tuple(10e-9 * 10**i for i in range(10))
 # controller-runtime's reconcile-time buckets.
 _RECONCILE_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8,
-    0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30,
-    40, 50, 60,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.35,
+    0.4,
+    0.45,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    1.0,
+    1.25,
+    1.5,
+    1.75,
+    2.0,
+    2.5,
+    3.0,
+    3.5,
+    4.0,
+    4.5,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    15,
+    20,
+    25,
+    30,
+    40,
+    50,
+    60,
 )
 
 # --- workqueue (controller.queue.workqueue) ----------------------------------------------
-WORKQUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of the workqueue.", ["name"],
-                        registry=REGISTRY)
-WORKQUEUE_ADDS = Counter("workqueue_adds_total", "Adds handled by the workqueue.", ["name"],
-                         registry=REGISTRY)
+WORKQUEUE_DEPTH = Gauge(
+    "workqueue_depth", "Current depth of the workqueue.", ["name"], registry=REGISTRY
+)
+WORKQUEUE_ADDS = Counter(
+    "workqueue_adds_total", "Adds handled by the workqueue.", ["name"], registry=REGISTRY
+)
 WORKQUEUE_QUEUE_DURATION = Histogram(
     "workqueue_queue_duration_seconds",
     "Seconds an item stays in the workqueue before being requested.",
-    ["name"], buckets=_QUEUE_BUCKETS, registry=REGISTRY)
+    ["name"],
+    buckets=_QUEUE_BUCKETS,
+    registry=REGISTRY,
+)
 WORKQUEUE_WORK_DURATION = Histogram(
-    "workqueue_work_duration_seconds", "Seconds processing an item from the workqueue takes.",
-    ["name"], buckets=_QUEUE_BUCKETS, registry=REGISTRY)
+    "workqueue_work_duration_seconds",
+    "Seconds processing an item from the workqueue takes.",
+    ["name"],
+    buckets=_QUEUE_BUCKETS,
+    registry=REGISTRY,
+)
 WORKQUEUE_UNFINISHED = Gauge(
     "workqueue_unfinished_work_seconds",
     "Seconds of work in progress not yet observed by work_duration (stuck threads show here).",
-    ["name"], registry=REGISTRY)
+    ["name"],
+    registry=REGISTRY,
+)
 WORKQUEUE_LONGEST = Gauge(
     "workqueue_longest_running_processor_seconds",
     "Seconds the longest running processor of the workqueue has been running.",
-    ["name"], registry=REGISTRY)
-WORKQUEUE_RETRIES = Counter("workqueue_retries_total", "Retries handled by the workqueue.",
-                            ["name"], registry=REGISTRY)
+    ["name"],
+    registry=REGISTRY,
+)
+WORKQUEUE_RETRIES = Counter(
+    "workqueue_retries_total", "Retries handled by the workqueue.", ["name"], registry=REGISTRY
+)
 
 
 class WorkqueueMetrics:
@@ -148,28 +199,49 @@ class WorkqueueMetrics:
 
 # --- reconcile runner (controller.runner) --------------------------------------------------
 RECONCILE_RESULTS = ("success", "error", "requeue", "requeue_after")
-RECONCILE_TOTAL = Counter("controller_runtime_reconcile_total",
-                          "Total number of reconciliations per controller.",
-                          ["controller", "result"], registry=REGISTRY)
-RECONCILE_ERRORS = Counter("controller_runtime_reconcile_errors_total",
-                           "Total number of reconciliation errors per controller.",
-                           ["controller"], registry=REGISTRY)
-RECONCILE_TERMINAL = Counter("controller_runtime_terminal_reconcile_errors_total",
-                             "Reconciliation errors that are not retried (TerminalError).",
-                             ["controller"], registry=REGISTRY)
+RECONCILE_TOTAL = Counter(
+    "controller_runtime_reconcile_total",
+    "Total number of reconciliations per controller.",
+    ["controller", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "controller_runtime_reconcile_errors_total",
+    "Total number of reconciliation errors per controller.",
+    ["controller"],
+    registry=REGISTRY,
+)
+RECONCILE_TERMINAL = Counter(
+    "controller_runtime_terminal_reconcile_errors_total",
+    "Reconciliation errors that are not retried (TerminalError).",
+    ["controller"],
+    registry=REGISTRY,
+)
 RECONCILE_UNEXPECTED = Counter(
     "controller_runtime_reconcile_unexpected_errors_total",
     "Reconciles that raised an exception outside the project's error tree (a bug).",
-    ["controller"], registry=REGISTRY)
-RECONCILE_TIME = Histogram("controller_runtime_reconcile_time_seconds",
-                           "Length of time per reconciliation per controller.",
-                           ["controller"], buckets=_RECONCILE_BUCKETS, registry=REGISTRY)
-ACTIVE_WORKERS = Gauge("controller_runtime_active_workers",
-                       "Number of currently used workers per controller.",
-                       ["controller"], registry=REGISTRY)
-MAX_WORKERS = Gauge("controller_runtime_max_concurrent_reconciles",
-                    "Maximum number of concurrent reconciles per controller.",
-                    ["controller"], registry=REGISTRY)
+    ["controller"],
+    registry=REGISTRY,
+)
+RECONCILE_TIME = Histogram(
+    "controller_runtime_reconcile_time_seconds",
+    "Length of time per reconciliation per controller.",
+    ["controller"],
+    buckets=_RECONCILE_BUCKETS,
+    registry=REGISTRY,
+)
+ACTIVE_WORKERS = Gauge(
+    "controller_runtime_active_workers",
+    "Number of currently used workers per controller.",
+    ["controller"],
+    registry=REGISTRY,
+)
+MAX_WORKERS = Gauge(
+    "controller_runtime_max_concurrent_reconciles",
+    "Maximum number of concurrent reconciles per controller.",
+    ["controller"],
+    registry=REGISTRY,
+)
 
 
 class ReconcileMetrics:
@@ -207,16 +279,30 @@ class ReconcileMetrics:
 INFORMER_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK")
 INFORMER_LIST_REASONS = ("initial", "gone", "error")
 INFORMER_RESTART_REASONS = ("closed", "stalled", "error", "gone", "short")
-INFORMER_EVENTS = Counter("informer_events_total", "Watch events received.",
-                          ["resource", "type"], registry=REGISTRY)
-INFORMER_LISTS = Counter("informer_lists_total", "Full lists (initial or relist) by reason.",
-                         ["resource", "reason"], registry=REGISTRY)
-INFORMER_RESTARTS = Counter("informer_watch_restarts_total", "Watch restarts by reason.",
-                            ["resource", "reason"], registry=REGISTRY)
-INFORMER_SYNCED = Gauge("informer_synced", "1 once the informer's first list is in the cache.",
-                        ["resource"], registry=REGISTRY)
-INFORMER_OBJECTS = Gauge("informer_objects", "Objects in the informer's cache.",
-                         ["resource"], registry=REGISTRY)
+INFORMER_EVENTS = Counter(
+    "informer_events_total", "Watch events received.", ["resource", "type"], registry=REGISTRY
+)
+INFORMER_LISTS = Counter(
+    "informer_lists_total",
+    "Full lists (initial or relist) by reason.",
+    ["resource", "reason"],
+    registry=REGISTRY,
+)
+INFORMER_RESTARTS = Counter(
+    "informer_watch_restarts_total",
+    "Watch restarts by reason.",
+    ["resource", "reason"],
+    registry=REGISTRY,
+)
+INFORMER_SYNCED = Gauge(
+    "informer_synced",
+    "1 once the informer's first list is in the cache.",
+    ["resource"],
+    registry=REGISTRY,
+)
+INFORMER_OBJECTS = Gauge(
+    "informer_objects", "Objects in the informer's cache.", ["resource"], registry=REGISTRY
+)
 
 
 class InformerMetrics:
@@ -251,9 +337,12 @@ class InformerMetrics:
 
 
 # --- leader election (controller.leaderelection) -----------------------------------------
-LEADER_STATUS = Gauge("leader_election_master_status",
-                      "1 while this process holds the lease, else 0.", ["name"],
-                      registry=REGISTRY)
+LEADER_STATUS = Gauge(
+    "leader_election_master_status",
+    "1 while this process holds the lease, else 0.",
+    ["name"],
+    registry=REGISTRY,
+)
 
 
 def set_leader(name: str, *, leading: bool) -> None:
@@ -261,9 +350,12 @@ def set_leader(name: str, *, leading: bool) -> None:
 
 
 # --- supervisor (controller.health) -------------------------------------------------------
-TASK_RESTARTS = Counter("supervisor_task_restarts_total",
-                        "Supervised tasks that died and were restarted.", ["task"],
-                        registry=REGISTRY)
+TASK_RESTARTS = Counter(
+    "supervisor_task_restarts_total",
+    "Supervised tasks that died and were restarted.",
+    ["task"],
+    registry=REGISTRY,
+)
 
 
 def task_registered(task: str) -> None:
@@ -275,11 +367,19 @@ def task_restarted(task: str) -> None:
 
 
 # --- REST client (controller.kube.client) -------------------------------------------------
-REST_REQUESTS = Counter("rest_client_requests_total", "API server requests by method and code.",
-                        ["method", "code"], registry=REGISTRY)
+REST_REQUESTS = Counter(
+    "rest_client_requests_total",
+    "API server requests by method and code.",
+    ["method", "code"],
+    registry=REGISTRY,
+)
 REST_RATE_LIMIT_WAIT = Histogram(
-    "rest_client_rate_limiter_wait_seconds", "Seconds writes waited for the client QPS limit.",
-    ["method"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10), registry=REGISTRY)
+    "rest_client_rate_limiter_wait_seconds",
+    "Seconds writes waited for the client QPS limit.",
+    ["method"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
+    registry=REGISTRY,
+)
 
 
 def rest_request(*, method: str, code: int | str) -> None:
@@ -292,48 +392,122 @@ def rest_rate_limited(*, method: str, seconds: float) -> None:
 
 # --- backup manager (controller.reconcilers.backups) ---------------------------------------
 BACKUP_FAILURE_REASONS = (
-    "configuration", "auth", "leader", "snapshot", "storage", "verification", "internal",
-    "deadline", "lost",
+    "configuration",
+    "auth",
+    "leader",
+    "snapshot",
+    "storage",
+    "verification",
+    "internal",
+    "deadline",
+    "lost",
 )
 _CL = ["namespace", "cluster"]
 BACKUP_LAST_SUCCESS = Gauge(
     "openbao_backup_last_success_timestamp_seconds",
-    "Unix time the newest successful backup completed (0: never).", _CL, registry=REGISTRY)
+    "Unix time the newest successful backup completed (0: never).",
+    _CL,
+    registry=REGISTRY,
+)
 BACKUP_AGE = Gauge(
     "openbao_backup_age_seconds",
     "Seconds since the newest successful backup (since the cluster was created if none).",
-    _CL, registry=REGISTRY)
+    _CL,
+    registry=REGISTRY,
+)
 BACKUP_DURATION = Histogram(
-    "openbao_backup_duration_seconds", "Duration of finished backup runs (executor timing).",
-    _CL, buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
-    registry=REGISTRY)
-BACKUP_LAST_SIZE = Gauge("openbao_backup_last_size_bytes",
-                         "Size of the newest successful snapshot.", _CL, registry=REGISTRY)
-BACKUP_SUCCESS = Counter("openbao_backup_success_total", "Successful backups.", _CL,
-                         registry=REGISTRY)
-BACKUP_FAILURE = Counter("openbao_backup_failure_total", "Failed backups by reason.",
-                         [*_CL, "reason"], registry=REGISTRY)
+    "openbao_backup_duration_seconds",
+    "Duration of finished backup runs (executor timing).",
+    _CL,
+    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+    registry=REGISTRY,
+)
+BACKUP_LAST_SIZE = Gauge(
+    "openbao_backup_last_size_bytes",
+    "Size of the newest successful snapshot.",
+    _CL,
+    registry=REGISTRY,
+)
+BACKUP_SUCCESS = Counter(
+    "openbao_backup_success_total", "Successful backups.", _CL, registry=REGISTRY
+)
+BACKUP_FAILURE = Counter(
+    "openbao_backup_failure_total", "Failed backups by reason.", [*_CL, "reason"], registry=REGISTRY
+)
 BACKUP_CONSECUTIVE_FAILURES = Gauge(
-    "openbao_backup_consecutive_failures", "Failed backups since the last success.", _CL,
-    registry=REGISTRY)
-BACKUP_IN_PROGRESS = Gauge("openbao_backup_in_progress",
-                           "1 while a backup Job of the cluster runs.", _CL, registry=REGISTRY)
+    "openbao_backup_consecutive_failures",
+    "Failed backups since the last success.",
+    _CL,
+    registry=REGISTRY,
+)
+BACKUP_IN_PROGRESS = Gauge(
+    "openbao_backup_in_progress",
+    "1 while a backup Job of the cluster runs.",
+    _CL,
+    registry=REGISTRY,
+)
 BACKUP_RETENTION_DELETED = Counter(
-    "openbao_backup_retention_deleted_total", "Backups deleted by retention.", _CL,
-    registry=REGISTRY)
-BACKUP_MISSED = Counter("openbao_backup_missed_schedules_total",
-                        "Schedule windows that did not run.", _CL, registry=REGISTRY)
+    "openbao_backup_retention_deleted_total",
+    "Backups deleted by retention.",
+    _CL,
+    registry=REGISTRY,
+)
+BACKUP_MISSED = Counter(
+    "openbao_backup_missed_schedules_total",
+    "Schedule windows that did not run.",
+    _CL,
+    registry=REGISTRY,
+)
 BACKUP_LOCK_HELD = Gauge(
     "openbao_backup_lock_held_seconds",
-    "Seconds the backup manager has held the cluster's operation lock (0: not held).", _CL,
-    registry=REGISTRY)
+    "Seconds the backup manager has held the cluster's operation lock (0: not held).",
+    _CL,
+    registry=REGISTRY,
+)
 BACKUP_PREFLIGHT_BLOCKED = Gauge(
-    "openbao_backup_preflight_blocked", "1 while a due backup waits on a failed preflight.",
-    _CL, registry=REGISTRY)
-_BACKUP_PLAIN = (BACKUP_LAST_SUCCESS, BACKUP_AGE, BACKUP_DURATION, BACKUP_LAST_SIZE,
-                 BACKUP_SUCCESS, BACKUP_CONSECUTIVE_FAILURES, BACKUP_IN_PROGRESS,
-                 BACKUP_RETENTION_DELETED, BACKUP_MISSED, BACKUP_LOCK_HELD,
-                 BACKUP_PREFLIGHT_BLOCKED)
+    "openbao_backup_preflight_blocked",
+    "1 while a due backup waits on a failed preflight.",
+    _CL,
+    registry=REGISTRY,
+)
+BACKUP_CONFIG_VALID = Gauge(
+    "openbao_backup_config_valid",
+    "1 while the cluster's backup spec is valid (schedule, time zone, target, auth); 0 while "
+    "backups cannot run because of it (ConfigValid=False).",
+    _CL,
+    registry=REGISTRY,
+)
+_BACKUP_PLAIN = (
+    BACKUP_LAST_SUCCESS,
+    BACKUP_AGE,
+    BACKUP_DURATION,
+    BACKUP_LAST_SIZE,
+    BACKUP_SUCCESS,
+    BACKUP_CONSECUTIVE_FAILURES,
+    BACKUP_IN_PROGRESS,
+    BACKUP_RETENTION_DELETED,
+    BACKUP_MISSED,
+    BACKUP_LOCK_HELD,
+    BACKUP_PREFLIGHT_BLOCKED,
+    BACKUP_CONFIG_VALID,
+)
+
+RECONCILE_STEPS = ("deletion", "running", "finish", "schedule", "trigger", "launch", "bookkeeping")
+RECONCILE_ERROR_KINDS = ("transient", "terminal", "bug")
+RECONCILE_STEP_ERRORS = Counter(
+    "openbao_backup_reconcile_errors_total",
+    "Failed backup-manager reconcile steps, by step and kind (transient: retried; terminal: "
+    "the record failed; bug: an unexpected exception, the record failed as InternalError).",
+    ["step", "kind"],
+    registry=REGISTRY,
+)
+for _step in RECONCILE_STEPS:
+    for _kind in RECONCILE_ERROR_KINDS:
+        RECONCILE_STEP_ERRORS.labels(_step, _kind)
+
+
+def reconcile_step_error(*, step: str, kind: str) -> None:
+    RECONCILE_STEP_ERRORS.labels(step, kind).inc()
 
 
 class BackupMetrics:
@@ -349,6 +523,7 @@ class BackupMetrics:
         self._lock_since: float | None = None
         for metric in _BACKUP_PLAIN:
             metric.labels(*self._labels)
+        BACKUP_CONFIG_VALID.labels(*self._labels).set(1)
         for reason in BACKUP_FAILURE_REASONS:
             BACKUP_FAILURE.labels(*self._labels, reason)
         BACKUP_AGE.labels(*self._labels).set_function(self._age)
@@ -360,8 +535,9 @@ class BackupMetrics:
     def _lock_held(self) -> float:
         return 0.0 if self._lock_since is None else max(0.0, self._now() - self._lock_since)
 
-    def restore_state(self, *, last_success: float | None, consecutive_failures: int,
-                      last_size: int | None) -> None:
+    def restore_state(
+        self, *, last_success: float | None, consecutive_failures: int, last_size: int | None
+    ) -> None:
         """Gauges from the cluster's status after a controller (re)start."""
         if last_success:
             self._last_success = last_success
@@ -393,6 +569,9 @@ class BackupMetrics:
 
     def preflight_blocked(self, blocked: bool) -> None:
         BACKUP_PREFLIGHT_BLOCKED.labels(*self._labels).set(1 if blocked else 0)
+
+    def config_valid(self, valid: bool) -> None:
+        BACKUP_CONFIG_VALID.labels(*self._labels).set(1 if valid else 0)
 
     def missed(self, count: int) -> None:
         if count > 0:

@@ -79,8 +79,8 @@ class Runner:
         self._timeout = reconcile_timeout
         self._clock: Clock = clock or RealClock()
         self.queue: WorkQueue[str] = WorkQueue(
-            name=name, clock=self._clock, rate_limiter=rate_limiter,
-            metrics=WorkqueueMetrics(name))
+            name=name, clock=self._clock, rate_limiter=rate_limiter, metrics=WorkqueueMetrics(name)
+        )
         self._metrics = ReconcileMetrics(name, workers=workers)
         self._log = get_logger(controller=name)
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,8 +116,10 @@ class Runner:
             async with asyncio.timeout(drain_timeout):
                 await self.queue.shutdown_with_drain()
         except TimeoutError:
-            self._log.warning("drain timed out; cancelling in-flight reconciles",
-                              in_flight=sorted(self.queue.processing))
+            self._log.warning(
+                "drain timed out; cancelling in-flight reconciles",
+                in_flight=sorted(self.queue.processing),
+            )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -169,9 +171,13 @@ class Runner:
             self.queue.add_rate_limited(key)
             return "error"
         except OpenBaoBackupError as exc:
-            self._log.warning("reconcile failed; will retry", key=key, error=str(exc),
-                              error_type=type(exc).__name__,
-                              requeues=self.queue.num_requeues(key))
+            self._log.warning(
+                "reconcile failed; will retry",
+                key=key,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                requeues=self.queue.num_requeues(key),
+            )
             self._metrics.error()
             self.queue.add_rate_limited(key)
             return "error"

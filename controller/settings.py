@@ -131,29 +131,53 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m controller", description=__doc__.split("\n")[0])
     p.add_argument("--kubeconfig", default=env_or("kubeconfig", env.get("KUBECONFIG")))
     p.add_argument("--context", default=env_or("context", None))
-    p.add_argument("--in-cluster", action="store_true",
-                   default=str(env_or("in-cluster", "")).lower() in ("1", "true", "yes"))
-    p.add_argument("--namespace", action="append", dest="namespaces", default=None,
-                   help="namespace to watch (repeatable, comma-separated; '*' = all)")
+    p.add_argument(
+        "--in-cluster",
+        action="store_true",
+        default=str(env_or("in-cluster", "")).lower() in ("1", "true", "yes"),
+    )
+    p.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        default=None,
+        help="namespace to watch (repeatable, comma-separated; '*' = all)",
+    )
     for attr, typ in (
-        ("client_qps", float), ("client_burst", int), ("request_timeout", float),
-        ("connect_timeout", float), ("list_page_size", int), ("watch_timeout_min", int),
-        ("watch_timeout_max", int), ("watch_inactivity_timeout", float),
-        ("resync_period", float), ("workers", int), ("reconcile_timeout", float),
-        ("drain_timeout", float), ("lease_name", str), ("identity", str),
-        ("lease_duration", float), ("renew_deadline", float), ("retry_period", float),
-        ("bind_address", str), ("log_level", str), ("executor_image", str),
-        ("job_ttl_seconds", int), ("operation_lock_seconds", int),
+        ("client_qps", float),
+        ("client_burst", int),
+        ("request_timeout", float),
+        ("connect_timeout", float),
+        ("list_page_size", int),
+        ("watch_timeout_min", int),
+        ("watch_timeout_max", int),
+        ("watch_inactivity_timeout", float),
+        ("resync_period", float),
+        ("workers", int),
+        ("reconcile_timeout", float),
+        ("drain_timeout", float),
+        ("lease_name", str),
+        ("identity", str),
+        ("lease_duration", float),
+        ("renew_deadline", float),
+        ("retry_period", float),
+        ("bind_address", str),
+        ("log_level", str),
+        ("executor_image", str),
+        ("job_ttl_seconds", int),
+        ("operation_lock_seconds", int),
     ):
         flag = "--" + attr.replace("_", "-")
         # Parsed as text: numbers are converted (with a ConfigError) in parse(), so a bad
         # environment value is reported the same way as a bad flag.
         p.add_argument(flag, default=env_or(attr, None), metavar=typ.__name__.upper())
-    p.add_argument("--lease-namespace",
-                   default=env_or("lease_namespace", env.get("POD_NAMESPACE")))
+    p.add_argument("--lease-namespace", default=env_or("lease_namespace", env.get("POD_NAMESPACE")))
     p.add_argument("--log-format", choices=["json", "console"], default=env_or("log_format", None))
-    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
-                   default=str(env_or("leader_elect", "true")).lower() not in ("0", "false", "no"))
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=str(env_or("leader_elect", "true")).lower() not in ("0", "false", "no"),
+    )
     return p
 
 
@@ -172,13 +196,29 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
             continue
         values[key] = value
     try:
-        for key in ("client_qps", "request_timeout", "connect_timeout", "watch_inactivity_timeout",
-                    "resync_period", "reconcile_timeout", "drain_timeout", "lease_duration",
-                    "renew_deadline", "retry_period"):
+        for key in (
+            "client_qps",
+            "request_timeout",
+            "connect_timeout",
+            "watch_inactivity_timeout",
+            "resync_period",
+            "reconcile_timeout",
+            "drain_timeout",
+            "lease_duration",
+            "renew_deadline",
+            "retry_period",
+        ):
             if key in values:
                 values[key] = float(str(values[key]))
-        for key in ("client_burst", "list_page_size", "watch_timeout_min", "watch_timeout_max",
-                    "workers", "job_ttl_seconds", "operation_lock_seconds"):
+        for key in (
+            "client_burst",
+            "list_page_size",
+            "watch_timeout_min",
+            "watch_timeout_max",
+            "workers",
+            "job_ttl_seconds",
+            "operation_lock_seconds",
+        ):
             if key in values:
                 values[key] = int(str(values[key]))
     except ValueError as exc:

@@ -63,8 +63,12 @@ class Supervisor:
         item.task = asyncio.create_task(self._loop(item), name=f"supervised:{name}")
 
     async def _loop(self, item: _Supervised) -> None:
-        backoff = Backoff(initial=self._restart_initial, maximum=self._restart_max,
-                          reset_after=self._window, clock=self._clock)
+        backoff = Backoff(
+            initial=self._restart_initial,
+            maximum=self._restart_max,
+            reset_after=self._window,
+            clock=self._clock,
+        )
         while True:
             try:
                 await item.factory()
@@ -75,8 +79,12 @@ class Supervisor:
                 item.deaths.append(now)
                 metrics.task_restarted(item.name)
                 delay = backoff.next_delay()
-                self._log.exception("supervised task died; restarting", task=item.name,
-                                    delay=round(delay, 2), deaths=len(item.deaths))
+                self._log.exception(
+                    "supervised task died; restarting",
+                    task=item.name,
+                    delay=round(delay, 2),
+                    deaths=len(item.deaths),
+                )
                 await self._clock.sleep(delay)
                 continue
             item.finished = True
@@ -92,8 +100,11 @@ class Supervisor:
         out: dict[str, dict[str, object]] = {}
         for name, item in self._items.items():
             alive = item.task is not None and not item.task.done()
-            out[name] = {"alive": alive, "finished": item.finished,
-                         "recent_deaths": self._recent_deaths(item)}
+            out[name] = {
+                "alive": alive,
+                "finished": item.finished,
+                "recent_deaths": self._recent_deaths(item),
+            }
         return out
 
     def healthy(self) -> bool:

@@ -71,9 +71,16 @@ class Informer:
             list(dict.fromkeys(namespaces)) if namespaces and resource.namespaced else [None]
         )
         self.reflectors = [
-            Reflector(api=api, resource=resource, sink=self, namespace=ns,
-                      label_selector=label_selector, options=options, clock=self._clock,
-                      metrics=self._metrics)
+            Reflector(
+                api=api,
+                resource=resource,
+                sink=self,
+                namespace=ns,
+                label_selector=label_selector,
+                options=options,
+                clock=self._clock,
+                metrics=self._metrics,
+            )
             for ns in scopes
         ]
 

@@ -107,14 +107,19 @@ class Reflector:
         self._metrics = metrics or InformerMetrics(resource.display)
         self._rng = rng or random.Random()
         self._backoff = Backoff(
-            initial=self._opts.backoff_initial, maximum=self._opts.backoff_max,
-            reset_after=self._opts.backoff_reset, clock=self._clock, rng=self._rng)
+            initial=self._opts.backoff_initial,
+            maximum=self._opts.backoff_max,
+            reset_after=self._opts.backoff_reset,
+            clock=self._clock,
+            rng=self._rng,
+        )
         self._path = resource.path(namespace=namespace)
         self.last_resource_version: str = ""
         self.synced = False
         self.stats = ReflectorStats()
-        self._log = get_logger(component="reflector", resource=resource.display,
-                               namespace=namespace or "*")
+        self._log = get_logger(
+            component="reflector", resource=resource.display, namespace=namespace or "*"
+        )
 
     async def run(self) -> None:
         """List and watch until cancelled."""
@@ -131,15 +136,19 @@ class Reflector:
                 self.stats.restarts["closed"] += 1
                 self._metrics.watch_restarted("closed")
             except errors.Gone:
-                self._log.info("resource version too old; relisting",
-                               resource_version=self.last_resource_version)
+                self._log.info(
+                    "resource version too old; relisting",
+                    resource_version=self.last_resource_version,
+                )
                 self.stats.restarts["gone"] += 1
                 self._metrics.watch_restarted("gone")
                 need_list, list_reason = True, "gone"
             except _Stalled:
-                self._log.warning("watch stalled; re-watching",
-                                  inactivity_timeout=self._opts.inactivity_timeout,
-                                  resource_version=self.last_resource_version)
+                self._log.warning(
+                    "watch stalled; re-watching",
+                    inactivity_timeout=self._opts.inactivity_timeout,
+                    resource_version=self.last_resource_version,
+                )
                 self.stats.restarts["stalled"] += 1
                 self._metrics.watch_restarted("stalled")
             except (_ShortWatch, errors.KubeError) as exc:
@@ -149,9 +158,13 @@ class Reflector:
                 delay = self._backoff.next_delay()
                 if isinstance(exc, errors.TooManyRequests) and exc.retry_after:
                     delay = max(delay, min(exc.retry_after, self._opts.backoff_max))
-                self._log.warning("list/watch failed; backing off", error=str(exc),
-                                  error_type=type(exc).__name__, delay=round(delay, 3),
-                                  listed=not need_list)
+                self._log.warning(
+                    "list/watch failed; backing off",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    delay=round(delay, 3),
+                    listed=not need_list,
+                )
                 await self._clock.sleep(delay)
 
     async def _list(self, reason: str) -> None:
@@ -202,8 +215,10 @@ class Reflector:
         if self._selector:
             query.append(("labelSelector", self._selector))
         client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._opts.connect_timeout,
-            sock_read=self._opts.inactivity_timeout)
+            total=None,
+            sock_connect=self._opts.connect_timeout,
+            sock_read=self._opts.inactivity_timeout,
+        )
         started = self._clock.monotonic()
         delivered = 0
         async with self._api.stream(path=self._path, query=query, timeout=client_timeout) as events:

@@ -35,7 +35,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller import metrics
-from controller.errors import ConfigError, OpenBaoBackupError
+from controller.errors import ConfigError, KubeError, OpenBaoBackupError
 from controller.kube.errors import from_status, translate
 from controller.settings import Settings
 
@@ -68,6 +68,13 @@ class TokenBucket:
             self._last = time.monotonic()
             self._tokens = 0.0
             return wait
+
+
+def _named(exc: OpenBaoBackupError, *, method: str, path: str) -> OpenBaoBackupError:
+    """Name the request on a translated error (callers classify failures by the object)."""
+    if isinstance(exc, KubeError):
+        exc.method, exc.path = method, path
+    return exc
 
 
 class KubeApi:
@@ -117,7 +124,7 @@ class KubeApi:
             )
         except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
             metrics.rest_request(method=method, code="<error>")
-            raise translate(exc) from exc
+            raise _named(translate(exc), method=method, path=path) from exc
         metrics.rest_request(method=method, code=resp.status)
         if not 200 <= resp.status <= 299:
             try:
@@ -126,7 +133,9 @@ class KubeApi:
                 raw = b""
             finally:
                 resp.release()
-            raise from_status(resp.status, body=raw, headers=resp.headers)
+            raise _named(
+                from_status(resp.status, body=raw, headers=resp.headers), method=method, path=path
+            )
         return resp
 
     async def request(
@@ -139,12 +148,13 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> JSON:
         """One request; the decoded JSON answer (``{}`` for an empty body)."""
-        resp = await self._send(method=method, path=path, query=query, body=body,
-                                content_type=content_type)
+        resp = await self._send(
+            method=method, path=path, query=query, body=body, content_type=content_type
+        )
         try:
             raw = await resp.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise translate(exc) from exc
+            raise _named(translate(exc), method=method, path=path) from exc
         finally:
             resp.release()
         if not raw:
@@ -167,14 +177,16 @@ class KubeApi:
         return await self.request(method="PUT", path=path, body=dict(body))
 
     async def merge_patch(self, *, path: str, body: Mapping[str, Any]) -> JSON:
-        return await self.request(method="PATCH", path=path, body=dict(body),
-                                  content_type=MERGE_PATCH)
+        return await self.request(
+            method="PATCH", path=path, body=dict(body), content_type=MERGE_PATCH
+        )
 
     async def delete(self, *, path: str, propagation: str = "Background") -> JSON:
         return await self.request(
-            method="DELETE", path=path,
-            body={"kind": "DeleteOptions", "apiVersion": "v1",
-                  "propagationPolicy": propagation})
+            method="DELETE",
+            path=path,
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+        )
 
     @asynccontextmanager
     async def stream(
@@ -258,11 +270,15 @@ async def connect(settings: Settings, *, watch_pool_size: int = 64) -> KubeClien
 def clients_from_configurations(
     settings: Settings, *, watch_cfg: Configuration, api_cfg: Configuration
 ) -> KubeClients:
-    watch = KubeApi(client=ApiClient(configuration=watch_cfg),
-                    request_timeout=settings.request_timeout,
-                    connect_timeout=settings.connect_timeout)
-    api = KubeApi(client=ApiClient(configuration=api_cfg),
-                  request_timeout=settings.request_timeout,
-                  connect_timeout=settings.connect_timeout,
-                  throttle=TokenBucket(qps=settings.client_qps, burst=settings.client_burst))
+    watch = KubeApi(
+        client=ApiClient(configuration=watch_cfg),
+        request_timeout=settings.request_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
+    api = KubeApi(
+        client=ApiClient(configuration=api_cfg),
+        request_timeout=settings.request_timeout,
+        connect_timeout=settings.connect_timeout,
+        throttle=TokenBucket(qps=settings.client_qps, burst=settings.client_burst),
+    )
     return KubeClients(watch=watch, api=api)

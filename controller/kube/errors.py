@@ -63,9 +63,7 @@ def _retry_after(headers: object) -> float | None:
         return None
 
 
-def from_status(
-    status: int, *, body: object = None, headers: object = None
-) -> errors.KubeError:
+def from_status(status: int, *, body: object = None, headers: object = None) -> errors.KubeError:
     """The error for a non-2xx HTTP answer (``body`` may be a ``Status`` object or JSON)."""
     reason, message = _parse_status_body(body)
     text = f"HTTP {status}" + (f" {reason}" if reason else "") + (f": {message}" if message else "")

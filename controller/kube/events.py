@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from controller.errors import OpenBaoBackupError
 from controller.kube.client import KubeApi
+from controller.kube.resources import format_microtime
 from controller.logging import get_logger
 
 DEDUP_WINDOW = 600.0
@@ -29,11 +30,6 @@ REPORTING_CONTROLLER = "backup.openbao.org/openbao-backup"
 EventType = Literal["Normal", "Warning"]
 
 _log = get_logger(component="events")
-
-
-def micro_time(when: dt.datetime) -> str:
-    """MicroTime as the API server wants it: six fractional digits and a zone."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -72,7 +68,9 @@ class EventRecorder:
                 seen.count += 1
                 await self._api.merge_patch(
                     path=f"/apis/events.k8s.io/v1/namespaces/{seen.namespace}/events/{seen.name}",
-                    body={"series": {"count": seen.count, "lastObservedTime": micro_time(when)}},
+                    body={
+                        "series": {"count": seen.count, "lastObservedTime": format_microtime(when)}
+                    },
                 )
                 return
             name = f"{meta.get('name', 'object')}.{secrets.token_hex(8)}"[:253]
@@ -80,7 +78,7 @@ class EventRecorder:
                 "apiVersion": "events.k8s.io/v1",
                 "kind": "Event",
                 "metadata": {"name": name, "namespace": namespace},
-                "eventTime": micro_time(when),
+                "eventTime": format_microtime(when),
                 "reportingController": REPORTING_CONTROLLER,
                 "reportingInstance": self._instance,
                 "action": action,

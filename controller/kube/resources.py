@@ -12,11 +12,25 @@ Guarantees:
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 BACKUP_GROUP = "backup.openbao.org"
 BACKUP_VERSION = "v1alpha1"
-MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=openbao-backup"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "openbao-backup"
+MANAGED_BY_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+"""Every object the controller creates carries this label; its informers select on it."""
+
+MICROTIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""metav1.MicroTime as the API server wants it (Leases, Events): UTC, six fractional digits."""
+
+
+def format_microtime(when: dt.datetime) -> str:
+    """``when`` (timezone-aware) as a MicroTime string."""
+    if when.utcoffset() is None:
+        raise ValueError("when must be timezone-aware")
+    return when.astimezone(dt.UTC).strftime(MICROTIME_FORMAT)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,14 +64,18 @@ class Resource:
         return base
 
 
-OPENBAO_CLUSTER = Resource(group=BACKUP_GROUP, version=BACKUP_VERSION,
-                           plural="openbaoclusters", kind="OpenBaoCluster")
-OPENBAO_BACKUP = Resource(group=BACKUP_GROUP, version=BACKUP_VERSION,
-                          plural="openbaobackups", kind="OpenBaoBackup")
-OPENBAO_RESTORE = Resource(group=BACKUP_GROUP, version=BACKUP_VERSION,
-                           plural="openbaorestores", kind="OpenBaoRestore")
+OPENBAO_CLUSTER = Resource(
+    group=BACKUP_GROUP, version=BACKUP_VERSION, plural="openbaoclusters", kind="OpenBaoCluster"
+)
+OPENBAO_BACKUP = Resource(
+    group=BACKUP_GROUP, version=BACKUP_VERSION, plural="openbaobackups", kind="OpenBaoBackup"
+)
+OPENBAO_RESTORE = Resource(
+    group=BACKUP_GROUP, version=BACKUP_VERSION, plural="openbaorestores", kind="OpenBaoRestore"
+)
 JOB = Resource(group="batch", version="v1", plural="jobs", kind="Job")
 POD = Resource(group="", version="v1", plural="pods", kind="Pod")
 LEASE = Resource(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease")
-NAMESPACE = Resource(group="", version="v1", plural="namespaces", kind="Namespace",
-                     namespaced=False)
+NAMESPACE = Resource(
+    group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False
+)

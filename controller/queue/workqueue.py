@@ -105,8 +105,9 @@ class WorkQueue(Generic[K]):
         self._getters: deque[asyncio.Future[None]] = deque()
         self._drained: list[asyncio.Future[None]] = []
         self._shutting_down = False
-        self._metrics.watch_in_flight(unfinished=self.unfinished_work_seconds,
-                                      longest=self.longest_running_seconds)
+        self._metrics.watch_in_flight(
+            unfinished=self.unfinished_work_seconds, longest=self.longest_running_seconds
+        )
 
     # -- introspection -------------------------------------------------------------------
     def __len__(self) -> int:

@@ -2,35 +2,67 @@
 
 Keys are ``namespace/cluster``. OpenBaoBackup records (by ``spec.cluster``), Jobs, Pods and
 Leases (by the ``backup.openbao.org/cluster`` label) all map to their cluster's key, so the
-workqueue's guarantee — no key is processed by two workers at once — serialises everything
+workqueue's guarantee (no key is processed by two workers at once) serialises everything
 that touches one cluster, while different clusters proceed in parallel.
 
-One reconcile, in order (each step idempotent, so a crash anywhere is repaired by the next):
+One reconcile runs these steps in order (:class:`~controller.backup.decide.failures.Step`);
+each is idempotent, so a crash anywhere is repaired by the next reconcile:
 
-1. records being deleted: cancel a running run, then delete the snapshot via an executor Job
-   (:mod:`controller.backup.deletion`), then drop the record's finalizer;
-2. the running record (at most one: it holds the lock): renew the lock, or record the Job's
-   terminal result, count it once on the cluster, apply retention after a success, release
-   the lock and the Job's finalizers (:mod:`controller.backup.runs`);
-3. schedules and trigger annotations become records (:mod:`controller.backup.scheduling`);
-4. if nothing runs, the oldest Pending record is launched — after preflight and the lock;
-5. bookkeeping status (next window, conditions) and a timed requeue for the next event we
-   are waiting for (window, lock renewal, blocked retry). No polling.
+=============  ===========================================================  ==================
+step           what                                                         module
+=============  ===========================================================  ==================
+deletion       records being deleted: cancel a run, delete the snapshot     act/deletion
+running        the running record: renew the lock, or record the result     act/running
+finish         terminal records: count once, retention, release lock/Job    act/outcome
+schedule       a due cron window becomes a record                           act/planning
+trigger        a trigger-annotation value becomes a record (or coalesces)   act/planning
+launch         the oldest Pending record: preflight, lock, executor Job     act/launch
+bookkeeping    conditions, next window, a timed requeue (no polling)        act/bookkeeping
+=============  ===========================================================  ==================
+
+Failure model (docs/backup-manager.md, "Failures"). Every exception a step raises is
+classified once by :func:`~controller.backup.decide.failures.classify` and counted in
+``openbao_backup_reconcile_errors_total{step,kind}``; each step is guarded on its own, so a
+failing step never stops the steps after it:
+
+* **terminal** (the API server refused an object we built, the spec cannot produce one) and
+  **bug** (anything unexpected) in a per-record step (launch, running): the record ends
+  ``Failed`` with reason ``<Kind>Rejected`` / ``InvalidSpec`` / ``InternalError`` and a
+  message naming the field or the exception class, a Warning event of that reason, counted
+  like any failed run; a Job of it that still runs is deleted; the lock is released in the
+  same reconcile; the next record proceeds;
+* **transient** (409, 429, 5xx, 403, timeouts) anywhere, and any failure of a cluster step:
+  the record keeps its phase; the key is requeued after 1, 2, 4 ... 300 s
+  (:func:`~controller.backup.decide.timing.retry_delay`); a launch refused definitely (not a
+  timeout or 5xx, after which the Job may exist) releases the lock before waiting;
+* a step failing :data:`~controller.backup.decide.timing.RETRY_SURFACE_AFTER` times in a row
+  raises a ``ReconcileRetrying`` Warning event and the cluster condition ``Stalled=True``,
+  cleared by the next reconcile in which every step succeeded.
+
+The invariant the in-process suite (tests/inprocess) checks for every API call and fault:
+after any single failure, the cluster's next due backup still runs.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
-from controller.backup import bookkeeping, deletion, names, outcome, runs, scheduling
-from controller.backup import conditions as cond
-from controller.backup.deps import CLUSTER_KEY_MAPPERS, INDEXERS, Deps
-from controller.backup.jobresult import JobPhase
-from controller.backup.lock import OperationLock
-from controller.backup.preflight import probe_openbao
-from controller.backup.records import (
+from controller import metrics as metric_catalog
+from controller.backup.act import bookkeeping, deletion, launch, outcome, planning, running
+from controller.backup.act.deps import CLUSTER_KEY_MAPPERS, INDEXERS, Deps
+from controller.backup.act.fresh import FreshView
+from controller.backup.act.lock import OperationLock, me
+from controller.backup.act.probe import probe_openbao
+from controller.backup.act.status import StatusWriter
+from controller.backup.decide import conditions as cond
+from controller.backup.decide import failures
+from controller.backup.decide.failures import Failure, Kind, Step
+from controller.backup.decide.jobresult import JobPhase
+from controller.backup.decide.records import (
     PENDING,
     SNAPSHOT_FINALIZER,
     TERMINAL,
@@ -40,76 +72,99 @@ from controller.backup.records import (
     name_of,
     next_pending,
     phase_of,
-    running,
-    scheduled_time,
 )
-from controller.backup.spec import ClusterSpec, SpecError, parse_cluster
-from controller.backup.status import StatusWriter
+from controller.backup.decide.records import (
+    running as running_records,
+)
+from controller.backup.decide.spec import ClusterSpec, SpecError, parse_cluster
+from controller.backup.decide.timing import MIN_REQUEUE_SECONDS, RETRY_SURFACE_AFTER, retry_delay
 from controller.cache.store import JSONObject, split_key
-from controller.errors import NotFound
 from controller.kube.events import EventRecorder
-from controller.kube.resources import (
-    JOB,
-    LEASE,
-    OPENBAO_BACKUP,
-    OPENBAO_CLUSTER,
-    POD,
-)
+from controller.kube.resources import JOB, LEASE, OPENBAO_BACKUP, OPENBAO_CLUSTER, POD
 from controller.logging import get_logger
 from controller.reconcilers.base import Context, ReconcilerSpec, Watch
 from controller.runner import Result
 
+T = TypeVar("T")
 _log = get_logger(controller="backup-manager")
+
+
+@dataclasses.dataclass
+class _Pass:
+    """The state of one reconcile of one cluster key."""
+
+    key: str
+    namespace: str
+    name: str
+    cluster_obj: JSONObject | None
+    records: dict[str, JSONObject]
+    waits: list[float] = dataclasses.field(default_factory=list)
+    failed: list[tuple[Step, Failure]] = dataclasses.field(default_factory=list)
+    backup_status: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def wait(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self.waits.append(max(MIN_REQUEUE_SECONDS, seconds))
 
 
 class BackupManager:
     def __init__(self, *, deps: Deps) -> None:
         self.deps = deps
-        self._blocked_attempts: dict[str, int] = {}
+        self._streaks: dict[tuple[str, Step], int] = {}
+
+    # -- the loop ------------------------------------------------------------------------------
 
     async def reconcile(self, *, key: str) -> Result:
         d = self.deps
         namespace, name = split_key(key)
-        cluster_obj = d.clusters.get(key)
-        records = {name_of(r): r for r in d.records_of(namespace=namespace, cluster=name)}
-        waits: list[float] = []
-        cluster: ClusterSpec | None = None
-        spec_error = ""
-        if cluster_obj is not None:
-            try:
-                cluster = parse_cluster(cluster_obj)
-            except SpecError as exc:
-                spec_error = str(exc)
+        run = _Pass(
+            key=key,
+            namespace=namespace,
+            name=name,
+            cluster_obj=d.clusters.get(key),
+            records={name_of(r): r for r in d.records_of(namespace=namespace, cluster=name)},
+        )
+        cluster, spec_error = _parse(run.cluster_obj)
 
-        # 1. deletions
-        for rec in list(records.values()):
+        for rec in list(run.records.values()):
             if is_deleting(rec):
-                wait = await deletion.handle(d, record=rec, cluster=cluster, cluster_name=name)
-                if wait:
-                    waits.append(wait)
-            elif not has_finalizer(rec, SNAPSHOT_FINALIZER):
-                await self._adopt(rec)
-
-        # 2. running records
-        active = False
-        for rec in running(records.values()):
-            still, cluster_obj = await self._drive_running(
-                rec, cluster_obj=cluster_obj, waits=waits
-            )
-            active = active or still
-        for rec in records.values():
-            if phase_of(rec) in TERMINAL:
-                cluster_obj = await self._finish_terminal(rec, cluster_obj=cluster_obj)
-
-        if cluster_obj is None:
-            d.drop_metrics(namespace=namespace, cluster=name)
-            for rec in records.values():
-                if phase_of(rec) == PENDING and not is_deleting(rec):
-                    await self._fail_pending(
-                        rec, reason="ClusterNotFound", message=f"OpenBaoCluster {name} not found"
+                run.wait(
+                    await self._guard(
+                        run,
+                        Step.DELETION,
+                        partial(deletion.handle, d, record=rec, cluster=cluster, cluster_name=name),
                     )
-            return _result(waits)
+                )
+            elif not has_finalizer(rec, SNAPSHOT_FINALIZER):
+                await self._guard(run, Step.DELETION, partial(deletion.adopt, d, record=rec))
 
+        active = False
+        for rec in running_records(run.records.values()):
+            still = await self._guard(run, Step.RUNNING, partial(self._drive, run, rec), record=rec)
+            active = active or bool(still)
+        for rec in list(run.records.values()):
+            if phase_of(rec) in TERMINAL:
+                await self._guard(run, Step.FINISH, partial(self._finish, run, rec))
+
+        if run.cluster_obj is None:
+            d.drop_metrics(namespace=namespace, cluster=name)
+            for rec in list(run.records.values()):
+                if phase_of(rec) == PENDING and not is_deleting(rec):
+                    await self._guard(
+                        run,
+                        Step.LAUNCH,
+                        partial(
+                            outcome.fail_record,
+                            d,
+                            record=rec,
+                            reason="ClusterNotFound",
+                            message=f"OpenBaoCluster {name} not found",
+                            counted=False,
+                        ),
+                    )
+            return self._result(run)
+
+        cluster_obj = run.cluster_obj
         metrics = d.metrics_for(
             namespace=namespace, cluster=name, created=created_at(cluster_obj).timestamp()
         )
@@ -124,217 +179,245 @@ class BackupManager:
 
         if cluster is None or cluster.backup is None:
             message = spec_error or "spec.backup is not set: nothing to back up"
-            await bookkeeping.write_bookkeeping(
-                d,
-                cluster_obj,
-                config_error=message,
-                next_window=None,
-                suspended=False,
-                blocked=None,
-                extra={},
+            for rec in list(run.records.values()):
+                if phase_of(rec) == PENDING and not is_deleting(rec):
+                    await self._fail(run, rec, Failure(Kind.TERMINAL, "InvalidSpec", message))
+            await self._bookkeep(
+                run, config_error=message, planned=planning.Planned(), suspended=False, blocked=None
             )
-            if spec_error:
-                await d.events.emit(
-                    obj=cluster_obj, type="Warning", reason="InvalidSpec", note=spec_error
-                )
-            return _result(waits)
+            return self._result(run)
 
-        # 3. schedules and triggers -> records
-        planned = await scheduling.run(d, cluster=cluster, cluster_obj=cluster_obj)
+        planned = (
+            await self._guard(
+                run,
+                Step.SCHEDULE,
+                lambda: planning.plan_schedule(d, cluster=cluster, cluster_obj=cluster_obj),
+            )
+            or planning.Planned()
+        )
         if planned.next_window is not None:
-            waits.append(max(0.5, (planned.next_window - d.now()).total_seconds()))
+            run.wait((planned.next_window - d.now()).total_seconds())
+        triggered = await self._guard(
+            run,
+            Step.TRIGGER,
+            lambda: planning.plan_trigger(
+                d, cluster=cluster, cluster_obj=cluster_obj, records=self._records(run)
+            ),
+        )
+        if triggered is not None:
+            run.backup_status.update(triggered.backup_status)
+        run.backup_status.update(planned.backup_status)
 
-        # 4. launch the next pending record
         blocked: str | None = None
         if not active:
-            blocked = await self._launch_next(
-                cluster, cluster_obj, records, waits, planned.backup_status
-            )
-        await bookkeeping.write_bookkeeping(
-            d,
-            cluster_obj,
+            blocked = await self._launch_next(run, cluster)
+        await self._bookkeep(
+            run,
             config_error=planned.invalid,
-            next_window=planned.next_window,
-            suspended=planned.suspended,
+            planned=planned,
+            suspended=cluster.backup.suspend,
             blocked=blocked,
-            extra=planned.backup_status,
         )
-        return _result(waits)
+        return self._result(run)
 
-    # -- steps ------------------------------------------------------------------------------
+    # -- steps ---------------------------------------------------------------------------------
 
-    async def _adopt(self, record: JSONObject) -> None:
-        """Records created with kubectl get the snapshot finalizer on first sight."""
-        meta = record["metadata"]
-        finalizers = [*(meta.get("finalizers") or ()), SNAPSHOT_FINALIZER]
-        await self.deps.api.merge_patch(
-            path=OPENBAO_BACKUP.path(namespace=meta["namespace"], name=meta["name"]),
-            body={
-                "metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}
-            },
-        )
+    def _records(self, run: _Pass) -> dict[str, JSONObject]:
+        """The cluster's records as they are now (our own writes of this pass included)."""
+        run.records = {
+            name_of(r): r for r in self.deps.records_of(namespace=run.namespace, cluster=run.name)
+        }
+        return run.records
 
-    async def _drive_running(
-        self, record: JSONObject, *, cluster_obj: JSONObject | None, waits: list[float]
-    ) -> tuple[bool, JSONObject | None]:
-        """Renew or finish a running record: (still running, latest cluster object)."""
+    async def _drive(self, run: _Pass, record: JSONObject) -> bool:
+        """Renew or finish a running record; True while its Job runs."""
         d = self.deps
-        ns, rec = str(record["metadata"]["namespace"]), name_of(record)
-        cluster = str(record["spec"]["cluster"])
-        result = await runs.observe(d, namespace=ns, record=record)
+        ns, rec = run.namespace, name_of(record)
+        result = await running.observe(d, namespace=ns, record=record)
         if result.phase is JobPhase.RUNNING:
-            wait = await runs.renew(d, namespace=ns, cluster=cluster, record=rec)
-            if wait is not None:
-                waits.append(wait)
-            return True, cluster_obj
-        updated = await runs.record_outcome(d, record=record, result=result)
-        return False, await self._finish_terminal(updated, cluster_obj=cluster_obj)
+            run.wait(await running.renew(d, namespace=ns, cluster=run.name, record=rec))
+            return True
+        run.records[rec] = await running.record_outcome(d, record=record, result=result)
+        return False
 
-    async def _finish_terminal(
-        self, record: JSONObject, *, cluster_obj: JSONObject | None
-    ) -> JSONObject | None:
-        """Count the outcome once, retention after success, release lock and finalizers.
-
-        Returns the latest cluster object (status writes return it before the cache has it).
-        """
-        d = self.deps
-        ns, rec = str(record["metadata"]["namespace"]), name_of(record)
-        cluster_name = str(record["spec"]["cluster"])
-        status = record.get("status") or {}
-        ran = bool(status.get("jobName"))
-        if cluster_obj is not None and ran and not status.get("accounted"):
-            updated = await runs.account(d, cluster_obj=cluster_obj, record=record)
-            if updated is not None:
-                outcome.count_outcome(d, cluster_obj=cluster_obj, record=record)
-                if phase_of(record) == "Succeeded":
-                    await outcome.apply_retention(d, cluster_obj=updated, record=record)
-                cluster_obj = updated
-            record = await d.status.backup(obj=record, status={"accounted": True})
-        now = d.now()
-        released = await d.lock.release(
-            namespace=ns, cluster=cluster_name, me=runs.me(rec), now=now
+    async def _finish(self, run: _Pass, record: JSONObject) -> None:
+        run.cluster_obj = await outcome.finish(
+            self.deps, record=record, cluster_obj=run.cluster_obj
         )
-        metrics = d.metrics.get(f"{ns}/{cluster_name}")
-        if released and metrics is not None:
-            metrics.lock(held_since=None)
-        if ran:
-            await runs.release_finalizers(
-                d, namespace=ns, job_name=names.job_name(record=rec, purpose=runs.BACKUP)
-            )
-        return cluster_obj
 
-    async def _fail_pending(self, record: JSONObject, *, reason: str, message: str) -> None:
+    async def _launch_next(self, run: _Pass, cluster: ClusterSpec) -> str | None:
+        """Launch the oldest Pending record; the ``Reason: message`` it is blocked by, if any."""
         d = self.deps
-        now = d.now()
-        await d.status.backup(
-            obj=record,
-            status={
-                "phase": "Failed",
-                "completionTime": cond.rfc3339(now),
-                "failureReason": reason,
-                "message": message,
-                "conditions": cond.set_condition(
-                    (record.get("status") or {}).get("conditions"),
-                    type=cond.FAILED,
-                    status="True",
-                    reason=reason,
-                    message=message,
-                    observed_generation=None,
-                    now=now,
-                ),
-            },
-        )
-        await d.events.emit(obj=record, type="Warning", reason=reason, note=message)
-
-    async def _launch_next(
-        self,
-        cluster: ClusterSpec,
-        cluster_obj: JSONObject,
-        records: Mapping[str, JSONObject],
-        waits: list[float],
-        backup_status: dict[str, Any],
-    ) -> str | None:
-        d = self.deps
-        key = f"{cluster.namespace}/{cluster.name}"
-        assert cluster.backup is not None
-        while True:
-            record = next_pending(records.values())
-            if record is None:
-                self._blocked_attempts.pop(key, None)
-                return None
-            window = scheduled_time(record)
-            deadline = cluster.backup.starting_deadline_seconds
-            if (
-                window is not None
-                and deadline is not None
-                and d.now() > window + dt.timedelta(seconds=deadline)
-            ):
-                await self._fail_pending(
-                    record,
+        metrics = d.metrics.get(run.key)
+        records = self._records(run)
+        while (record := next_pending(records.values())) is not None:
+            missed = launch.past_deadline(record, cluster=cluster, now=d.now())
+            if not missed:
+                break
+            await self._guard(
+                run,
+                Step.LAUNCH,
+                partial(
+                    outcome.fail_record,
+                    d,
+                    record=record,
                     reason="MissedSchedule",
-                    message=f"window {cond.rfc3339(window)} could not start within "
-                    f"startingDeadlineSeconds={deadline}",
-                )
-                metrics = d.metrics.get(key)
-                if metrics is not None:
-                    metrics.missed(1)
-                records = {k: v for k, v in records.items() if k != name_of(record)}
-                continue
-            break
-        ca_pem = await self._openbao_ca(cluster)
-        updated, blocked = await runs.launch(
-            d, cluster=cluster, cluster_obj=cluster_obj, record=record, ca_pem=ca_pem
-        )
-        metrics = d.metrics.get(key)
-        if blocked is not None:
-            attempt = self._blocked_attempts.get(key, 0)
-            self._blocked_attempts[key] = attempt + 1
-            waits.append(runs.blocked_backoff(attempt))
-            reason, _, message = blocked.partition(": ")
-            now = d.now()
-            await d.status.backup(
-                obj=record,
-                status={
-                    "conditions": cond.set_condition(
-                        (record.get("status") or {}).get("conditions"),
-                        type=cond.BLOCKED,
-                        status="True",
-                        reason=reason,
-                        message=message,
-                        observed_generation=None,
-                        now=now,
-                    )
-                },
+                    message=missed,
+                    counted=False,
+                ),
             )
-            await d.events.emit(obj=record, type="Warning", reason="PreflightBlocked", note=blocked)
+            if metrics is not None:
+                metrics.missed(1)
+            records = {k: v for k, v in records.items() if k != name_of(record)}
+        if record is None:
+            if metrics is not None:
+                metrics.preflight_blocked(False)
+            return None
+        started = await self._guard(
+            run, Step.LAUNCH, lambda: self._launch(run, cluster, record), record=record
+        )
+        if isinstance(started, launch.Blocked):
             if metrics is not None:
                 metrics.preflight_blocked(True)
-            return blocked
-        self._blocked_attempts.pop(key, None)
+            run.wait((started.retry_at - d.now()).total_seconds())
+            return f"{started.reason}: {started.message}"
         if metrics is not None:
             metrics.preflight_blocked(False)
-            metrics.in_progress(True)
-            metrics.lock(held_since=d.now().timestamp())
-        if updated is not None:
-            waits.append(d.lock.duration_seconds / 3)
-            backup_status["activeBackup"] = name_of(updated)
+        if started is not None:
+            if metrics is not None:
+                metrics.in_progress(True)
+                metrics.lock(held_since=d.now().timestamp())
+            run.wait(d.lock.renew_every)
+            run.backup_status["activeBackup"] = name_of(started)
         return None
 
-    async def _openbao_ca(self, cluster: ClusterSpec) -> str | None:
-        ref = cluster.ca_configmap
-        if ref is None:
-            return None
+    async def _launch(
+        self, run: _Pass, cluster: ClusterSpec, record: JSONObject
+    ) -> JSONObject | launch.Blocked:
+        assert run.cluster_obj is not None
+        result = await launch.launch(
+            self.deps, cluster=cluster, cluster_obj=run.cluster_obj, record=record
+        )
+        if isinstance(result, launch.Blocked):
+            await launch.mark_blocked(self.deps, record=record, blocked=result)
+        return result
+
+    async def _bookkeep(
+        self,
+        run: _Pass,
+        *,
+        config_error: str,
+        planned: planning.Planned,
+        suspended: bool,
+        blocked: str | None,
+    ) -> None:
+        assert run.cluster_obj is not None
+        stalled = self._stalled(run)
+        cluster_obj = run.cluster_obj
+        await self._guard(
+            run,
+            Step.BOOKKEEPING,
+            lambda: bookkeeping.write_bookkeeping(
+                self.deps,
+                cluster_obj,
+                config_error=config_error,
+                next_window=planned.next_window,
+                suspended=suspended,
+                blocked=blocked,
+                extra=run.backup_status,
+                stalled=stalled,
+            ),
+        )
+
+    # -- the failure model ---------------------------------------------------------------------
+
+    async def _guard(
+        self,
+        run: _Pass,
+        step: Step,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        record: JSONObject | None = None,
+    ) -> T | None:
+        """Run one step; classify, count and surface its failure. None if it failed."""
         try:
-            cm = await self.deps.api.get(
-                path=f"/api/v1/namespaces/{cluster.namespace}/configmaps/{ref.name}"
+            return await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the one place every step's failure is classified
+            failure = failures.classify(exc)
+            run.failed.append((step, failure))
+            metric_catalog.reconcile_step_error(step=step.value, kind=failure.kind.value)
+            log = _log.error if failure.kind is Kind.BUG else _log.warning
+            log(
+                "reconcile step failed",
+                key=run.key,
+                step=step.value,
+                kind=failure.kind.value,
+                reason=failure.reason,
+                error=failure.message,
+                record=name_of(record) if record is not None else None,
+                exc_info=failure.kind is Kind.BUG,
             )
-        except NotFound:
+            if record is None:
+                return None
+            if step.per_record and failure.kind is not Kind.TRANSIENT:
+                await self._fail(run, record, failure)
+            elif step is Step.LAUNCH and not failure.ambiguous:
+                await self._release_quietly(run, record)
             return None
-        return str((cm.get("data") or {}).get(ref.key) or "") or None
+
+    async def _fail(self, run: _Pass, record: JSONObject, failure: Failure) -> None:
+        """End ``record`` as Failed (counted), cancel its Job, release what it held."""
+        d, rec = self.deps, name_of(record)
+
+        async def fail() -> None:
+            await running.cancel(d, namespace=run.namespace, record=rec)
+            updated = await outcome.fail_record(
+                d, record=record, reason=failure.reason, message=failure.message
+            )
+            run.records[rec] = updated
+            await self._finish(run, updated)
+
+        await self._guard(run, Step.FINISH, fail)
+
+    async def _release_quietly(self, run: _Pass, record: JSONObject) -> None:
+        d = self.deps
+        await self._guard(
+            run,
+            Step.FINISH,
+            lambda: d.lock.release(
+                namespace=run.namespace, cluster=run.name, me=me(name_of(record)), now=d.now()
+            ),
+        )
+
+    def _stalled(self, run: _Pass) -> tuple[str, str] | None:
+        """Update the per-step failure streaks; the (step, message) to surface, if any."""
+        failed_steps = {step: f for step, f in run.failed}
+        for step in Step:
+            if step in failed_steps:
+                self._streaks[(run.key, step)] = self._streaks.get((run.key, step), 0) + 1
+            else:
+                self._streaks.pop((run.key, step), None)
+        worst = max(failed_steps, key=lambda s: self._streaks[(run.key, s)], default=None)
+        if worst is None or self._streaks[(run.key, worst)] < RETRY_SURFACE_AFTER:
+            return None
+        return worst.title, f"{worst.value}: {failed_steps[worst].message}"
+
+    def _result(self, run: _Pass) -> Result:
+        if run.failed:
+            streak = max(self._streaks.get((run.key, s), 1) for s, _ in run.failed)
+            run.waits.append(retry_delay(streak))
+        return Result(requeue_after=min(run.waits)) if run.waits else Result()
 
 
-def _result(waits: list[float]) -> Result:
-    return Result(requeue_after=min(waits)) if waits else Result()
+def _parse(cluster_obj: JSONObject | None) -> tuple[ClusterSpec | None, str]:
+    if cluster_obj is None:
+        return None, ""
+    try:
+        return parse_cluster(cluster_obj), ""
+    except SpecError as exc:
+        return None, str(exc)
 
 
 # -- registration -------------------------------------------------------------------------------
@@ -342,16 +425,24 @@ def _result(waits: list[float]) -> Result:
 
 def build(ctx: Context) -> BackupManager:
     s = ctx.settings
+    clusters = FreshView(cache=ctx.caches[OPENBAO_CLUSTER])
+    backups = FreshView(cache=ctx.caches[OPENBAO_BACKUP], indexers=INDEXERS[OPENBAO_BACKUP])
+    leases = FreshView(cache=ctx.caches[LEASE])
     deps = Deps(
         api=ctx.api,
-        clusters=ctx.caches[OPENBAO_CLUSTER],
-        backups=ctx.caches[OPENBAO_BACKUP],
+        clusters=clusters,
+        backups=backups,
         jobs=ctx.caches[JOB],
         pods=ctx.caches[POD],
-        status=StatusWriter(api=ctx.api),
+        status=StatusWriter(
+            api=ctx.api, views={OPENBAO_CLUSTER: clusters, OPENBAO_BACKUP: backups}
+        ),
         events=EventRecorder(api=ctx.api, instance=s.identity),
         lock=OperationLock(
-            api=ctx.api, leases=ctx.caches[LEASE], duration_seconds=s.operation_lock_seconds
+            api=ctx.api,
+            leases=leases,
+            jobs=ctx.caches[JOB],
+            duration_seconds=s.operation_lock_seconds,
         ),
         probe=probe_openbao,
         executor_image=s.executor_image,

@@ -34,9 +34,13 @@ class ObserveOnly:
             self._log.info("reconciled", key=key, exists=False)
             return Result()
         meta = obj.get("metadata") or {}
-        self._log.info("reconciled", key=key, exists=True,
-                       generation=meta.get("generation"),
-                       resource_version=meta.get("resourceVersion"))
+        self._log.info(
+            "reconciled",
+            key=key,
+            exists=True,
+            generation=meta.get("generation"),
+            resource_version=meta.get("resourceVersion"),
+        )
         return Result()
 
 
@@ -47,11 +51,18 @@ def _builder(resource: Resource) -> Callable[[Context], Reconciler]:
     return build
 
 
-CLUSTERS = ReconcilerSpec(name="openbaocluster-observer", primary=OPENBAO_CLUSTER,
-                          build=_builder(OPENBAO_CLUSTER))
-BACKUPS = ReconcilerSpec(name="openbaobackup-observer", primary=OPENBAO_BACKUP,
-                         build=_builder(OPENBAO_BACKUP),
-                         watches=(Watch(resource=JOB, to_keys=owner_keys("OpenBaoBackup")),))
-RESTORES = ReconcilerSpec(name="openbaorestore-observer", primary=OPENBAO_RESTORE,
-                          build=_builder(OPENBAO_RESTORE),
-                          watches=(Watch(resource=JOB, to_keys=owner_keys("OpenBaoRestore")),))
+CLUSTERS = ReconcilerSpec(
+    name="openbaocluster-observer", primary=OPENBAO_CLUSTER, build=_builder(OPENBAO_CLUSTER)
+)
+BACKUPS = ReconcilerSpec(
+    name="openbaobackup-observer",
+    primary=OPENBAO_BACKUP,
+    build=_builder(OPENBAO_BACKUP),
+    watches=(Watch(resource=JOB, to_keys=owner_keys("OpenBaoBackup")),),
+)
+RESTORES = ReconcilerSpec(
+    name="openbaorestore-observer",
+    primary=OPENBAO_RESTORE,
+    build=_builder(OPENBAO_RESTORE),
+    watches=(Watch(resource=JOB, to_keys=owner_keys("OpenBaoRestore")),),
+)

@@ -1,4 +1,4 @@
-"""controller.backup.jobresult: Job + pod status -> one result, for every shape of failure."""
+"""decide.jobresult: Job + pod status -> one result, for every shape of failure."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.backup.jobresult import (
+from controller.backup.decide.jobresult import (
     EXIT_CLASSES,
     MAX_MESSAGE,
     JobPhase,

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from controller.backup import names
-from controller.backup.jobspec import RESULT_FINALIZER, build_job
-from controller.backup.spec import SpecError, parse_cluster, parse_duration
+from controller.backup.decide import names
+from controller.backup.decide.jobspec import RESULT_FINALIZER, build_job
+from controller.backup.decide.spec import SpecError, parse_cluster, parse_duration
 from executor import contract
 
 RECORD = {

@@ -1,4 +1,4 @@
-"""controller.backup.names: deterministic, always-valid names."""
+"""controller.backup.decide.names: deterministic, always-valid names."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from controller.backup.names import (
+from controller.backup.decide.names import (
     CLUSTER_NAME_MAX,
     MAX_LABEL,
     JobPurpose,

@@ -1,4 +1,4 @@
-"""controller.backup.oplock: the operation-lock decisions and what they write."""
+"""controller.backup.decide.oplock: the operation-lock decisions and what they write."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from controller.backup.oplock import (
+from controller.backup.decide.oplock import (
     Holder,
     LockAction,
     ObservedLease,
     acquire_spec,
     decide,
     duration_of,
-    format_microtime,
     holder_identity,
     may_release,
     parse_holder,
     release_spec,
     renew_spec,
 )
+from controller.kube.resources import format_microtime
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ME = "backup/prod-202606011200"
@@ -346,9 +346,10 @@ def test_two_contenders_never_both_acquire_a_live_lease() -> None:
 
 
 def test_lease_labels() -> None:
-    from controller.backup.oplock import lease_labels
+    from controller.backup.decide.oplock import lease_labels
 
     assert lease_labels(cluster="prod") == {
+        "app.kubernetes.io/managed-by": "openbao-backup",
         "backup.openbao.org/cluster": "prod",
         "backup.openbao.org/lock": "operation",
     }

@@ -1,4 +1,4 @@
-"""controller.backup.retention: what may be deleted, and what never is."""
+"""controller.backup.decide.retention: what may be deleted, and what never is."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.backup.retention import (
+from controller.backup.decide.retention import (
     MAX_AGE_PATTERN,
     BackupRecord,
     DeleteReason,

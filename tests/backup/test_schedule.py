@@ -1,4 +1,4 @@
-"""controller.backup.schedule: the schedule language, DST, and the due/missed/skipped rules."""
+"""decide.schedule: the schedule language, DST, and the due/missed/skipped rules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from controller.backup.schedule import (
+from controller.backup.decide.schedule import (
     CRON_PATTERN,
     MISSED_LIMIT,
     TIME_ZONE_PATTERN,

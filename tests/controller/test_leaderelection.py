@@ -10,13 +10,13 @@ import pytest
 
 from controller import errors
 from controller.kube.client import KubeApi
+from controller.kube.resources import format_microtime
 from controller.leaderelection import (
     Decision,
     LeaderElector,
     LeaseRecord,
     Observation,
     decide,
-    format_microtime,
     is_expired,
     next_record,
     observe,

@@ -2,8 +2,10 @@
 
 Guarantees:
 
-* the caches are read-only views (informer stores); every write goes through ``api``, and
-  every status write through ``status`` (:mod:`controller.backup.status`);
+* the caches are read-only views (informer stores) that also show our own writes at once
+  (:class:`~controller.backup.act.fresh.FreshView`); every write goes through ``api``, and
+  every status write through ``status`` (:mod:`controller.backup.act.status`), which
+  remembers what it wrote;
 * ``now`` is the only clock the operations read, so tests can inject one;
 * cluster-scoped lookups (records of a cluster, pods of a Job) use the informers' secondary
   indexes (:data:`INDEXERS`), not scans.
@@ -14,13 +16,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from controller.backup import names
-from controller.backup.jobspec import LABEL_CLUSTER
-from controller.backup.lock import OperationLock
-from controller.backup.preflight import HealthProbe
-from controller.backup.status import StatusWriter
+from controller.backup.act.fresh import FreshView
+from controller.backup.act.lock import OperationLock
+from controller.backup.act.status import StatusWriter
+from controller.backup.decide import names
+from controller.backup.decide.preflight import HealthProbe
+from controller.backup.decide.vocabulary import (
+    JOB_NAME_LABEL,
+    LABEL_CLUSTER,
+    LEGACY_JOB_NAME_LABEL,
+)
 from controller.cache.store import IndexFunc, JSONObject, StoreReader
 from controller.kube.client import KubeApi
 from controller.kube.events import EventRecorder
@@ -29,7 +35,6 @@ from controller.metrics import BackupMetrics
 
 BY_CLUSTER = "cluster"
 BY_JOB = "job"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 Probe = Callable[..., Awaitable[HealthProbe]]
 
@@ -48,7 +53,7 @@ def _labelled_cluster(obj: JSONObject) -> list[str]:
 
 def _pod_job(obj: JSONObject) -> list[str]:
     labels = obj["metadata"].get("labels") or {}
-    job = labels.get(JOB_NAME_LABEL) or labels.get("job-name")
+    job = labels.get(JOB_NAME_LABEL) or labels.get(LEGACY_JOB_NAME_LABEL)
     return [f"{obj['metadata'].get('namespace')}/{job}"] if job else []
 
 
@@ -73,8 +78,8 @@ def utcnow() -> dt.datetime:
 @dataclass
 class Deps:
     api: KubeApi
-    clusters: StoreReader
-    backups: StoreReader
+    clusters: FreshView
+    backups: FreshView
     jobs: StoreReader
     pods: StoreReader
     status: StatusWriter
@@ -112,13 +117,3 @@ class Deps:
         found = self.metrics.pop(f"{namespace}/{cluster}", None)
         if found is not None:
             found.remove()
-
-
-def job_terminal(job: Mapping[str, Any] | None) -> bool:
-    """A Job that has finished (Complete or Failed); ``None`` (gone) counts as finished."""
-    if job is None:
-        return True
-    for cond in (job.get("status") or {}).get("conditions") or ():
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return True
-    return False

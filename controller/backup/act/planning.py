@@ -1,59 +1,70 @@
-"""Turning schedules and trigger annotations into OpenBaoBackup records.
+"""Planning: due schedule windows and trigger-annotation values become OpenBaoBackup records.
+
+Two steps, guarded separately by the reconciler so that a failure of one never blocks the
+other (a broken schedule must not stop manual backups): :func:`plan_schedule` and
+:func:`plan_trigger`.
 
 Guarantees:
 
 * a due window becomes the record ``<cluster>-<yyyymmddhhmm>`` and a new trigger value the
   record ``<cluster>-manual-<hash>``: deterministic names, so a create answering
-  AlreadyExists means "already done" — at most one backup per window or trigger value across
+  AlreadyExists means "already done": at most one backup per window or trigger value across
   restarts and failovers;
-* the record is created BEFORE the cluster's status says the window/trigger was handled: a
-  crash in between re-creates (AlreadyExists) rather than drops; records are the durable
-  queue, so a trigger that arrives while a backup runs waits as a Pending record, never lost;
+* the record is created (or the value listed on the queued record) BEFORE the cluster's
+  status says the window/value was handled: a crash in between repeats the idempotent step
+  rather than dropping it; records are the durable queue;
+* trigger values coalesce as :mod:`controller.backup.decide.trigger` says: at most one
+  trigger-annotation record waits per cluster, and every value is satisfied by a backup that
+  starts after it was written;
 * missed windows (older than the one catch-up run allowed by ``startingDeadlineSeconds``, or
   passed while the controller was down) are reported once: a ``MissedSchedule`` event, the
   missed counter, and ``status.backup.missedWindows``/``lastMissedWindow``; never a burst;
-* the next window is returned for a timed requeue: no polling.
+* each step returns the ``status.backup`` fields to write (by :mod:`.bookkeeping`) and the
+  next window, for a timed requeue: no polling.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.backup import conditions as cond
-from controller.backup import names, schedule, trigger
-from controller.backup.deps import Deps
-from controller.backup.records import TRIGGER_ANNOTATION, new_record
-from controller.backup.spec import ClusterSpec
-from controller.cache.store import JSONObject
+from controller.backup.act.deps import Deps
+from controller.backup.decide import conditions as cond
+from controller.backup.decide import names, schedule, trigger
+from controller.backup.decide.records import new_record, queued_trigger
+from controller.backup.decide.spec import ClusterSpec
+from controller.backup.decide.vocabulary import COALESCED_MAX, TRIGGER_ANNOTATION
+from controller.cache.store import JSONObject, thaw
 from controller.errors import AlreadyExists
 from controller.kube.resources import OPENBAO_BACKUP
 
 
 @dataclass
-class Outcome:
+class Planned:
     """Status fields to write and when to look again."""
 
     backup_status: dict[str, Any] = field(default_factory=dict)
-    next_window: Any = None
-    suspended: bool = False
+    next_window: dt.datetime | None = None
     invalid: str = ""
 
 
 async def _create(deps: Deps, body: dict[str, Any]) -> bool:
     try:
-        await deps.api.create(
+        created = await deps.api.create(
             path=OPENBAO_BACKUP.path(namespace=body["metadata"]["namespace"]), body=body
         )
-        return True
     except AlreadyExists:
         return False
+    deps.backups.remember(created)
+    return True
 
 
-async def run(deps: Deps, *, cluster: ClusterSpec, cluster_obj: JSONObject) -> Outcome:
+async def plan_schedule(deps: Deps, *, cluster: ClusterSpec, cluster_obj: JSONObject) -> Planned:
     assert cluster.backup is not None
     bs = cluster.backup
-    out = Outcome(suspended=bs.suspend)
+    out = Planned()
     status = (cluster_obj.get("status") or {}).get("backup") or {}
     now = deps.now()
     created = cond.parse_time(cluster_obj["metadata"].get("creationTimestamp")) or now
@@ -105,15 +116,30 @@ async def run(deps: Deps, *, cluster: ClusterSpec, cluster_obj: JSONObject) -> O
         out.backup_status["lastMissedWindow"] = cond.rfc3339(decision.missed[-1])
     if decision.handled_through is not None:
         out.backup_status["lastHandledWindow"] = cond.rfc3339(decision.handled_through)
+    return out
 
-    annotations = dict(cluster_obj["metadata"].get("annotations") or {})
+
+async def plan_trigger(
+    deps: Deps, *, cluster: ClusterSpec, cluster_obj: JSONObject, records: Mapping[str, JSONObject]
+) -> Planned:
+    out = Planned()
+    status = (cluster_obj.get("status") or {}).get("backup") or {}
+    annotations = cluster_obj["metadata"].get("annotations") or {}
+    queued = queued_trigger(records.values())
     trig = trigger.decide(
         cluster=cluster.name,
         annotations=annotations,
         last_handled=status.get("lastHandledTrigger"),
-        backup_running=False,
+        queued=queued,
     )
-    if trig.action is trigger.TriggerAction.START and trig.record_name and trig.value:
+    if trig.action is trigger.TriggerAction.INVALID:
+        await deps.events.emit(
+            obj=cluster_obj, type="Warning", reason="InvalidTrigger", note=trig.message
+        )
+        return out
+    if trig.action is trigger.TriggerAction.NONE or not trig.value or not trig.record_name:
+        return out
+    if trig.action is trigger.TriggerAction.START:
         await _create(
             deps,
             new_record(
@@ -124,15 +150,20 @@ async def run(deps: Deps, *, cluster: ClusterSpec, cluster_obj: JSONObject) -> O
                 trigger_value=trig.value,
             ),
         )
-        out.backup_status["lastHandledTrigger"] = trig.value
-        await deps.events.emit(
-            obj=cluster_obj,
-            type="Normal",
-            reason="BackupQueued",
-            note=f"manual trigger {TRIGGER_ANNOTATION} queued as {trig.record_name}",
+        note = f"manual trigger {TRIGGER_ANNOTATION} queued as {trig.record_name}"
+        await deps.events.emit(obj=cluster_obj, type="Normal", reason="BackupQueued", note=note)
+    elif queued is not None and trig.message != "listed":
+        target = records[queued.name]
+        st = target.get("status") or {}
+        listed = [*thaw(st.get("coalescedTriggers") or ()), trig.value][-COALESCED_MAX:]
+        await deps.status.backup(
+            obj=target,
+            status={
+                "coalescedTriggers": listed,
+                "coalescedCount": int(st.get("coalescedCount") or 0) + 1,
+            },
         )
-    elif trig.action is trigger.TriggerAction.INVALID:
-        await deps.events.emit(
-            obj=cluster_obj, type="Warning", reason="InvalidTrigger", note=trig.message
-        )
+        note = f"trigger value satisfied by {queued.name}, which has not started yet"
+        await deps.events.emit(obj=cluster_obj, type="Normal", reason="BackupCoalesced", note=note)
+    out.backup_status["lastHandledTrigger"] = trig.value
     return out

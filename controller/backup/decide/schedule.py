@@ -8,6 +8,8 @@ Guarantees:
   deadline), the last handled window, the creation time, the resume time and ``now``, so a
   schedule change takes effect at once and a restarted controller decides exactly as the
   one before it did;
+* total for every integer ``startingDeadlineSeconds`` the CRD ever accepted: values above
+  :data:`~controller.backup.decide.timing.MAX_STARTING_DEADLINE_SECONDS` are clamped to it;
 * at most one window is ever due: the newest unhandled window ``<= now``. Older unhandled
   windows are *missed* (reported, never run): a backlog never becomes a burst of catch-ups;
 * windows at or before ``created_at`` (first sight of a new cluster) and at or before
@@ -47,6 +49,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
+
+from controller.backup.decide.timing import MAX_STARTING_DEADLINE_SECONDS
 
 # --- the schedule language ---------------------------------------------------------------
 
@@ -372,6 +376,10 @@ def decide(
         return ScheduleDecision(ScheduleAction.INVALID, str(err))
     if starting_deadline_seconds is not None and starting_deadline_seconds < 0:
         return ScheduleDecision(ScheduleAction.INVALID, "startingDeadlineSeconds is negative")
+    if starting_deadline_seconds is not None:
+        # A deadline beyond a year cannot change which window runs (older ones are missed
+        # anyway past MISSED_LIMIT) but overflows datetime arithmetic: clamp it.
+        starting_deadline_seconds = min(starting_deadline_seconds, MAX_STARTING_DEADLINE_SECONDS)
     now = now.astimezone(UTC)
 
     newest_first = windows_before(schedule=cron, zone=zone, at_or_before=now)

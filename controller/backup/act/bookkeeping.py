@@ -2,11 +2,16 @@
 
 Guarantees:
 
-* ``ConfigValid``, ``Suspended`` and ``PreflightBlocked`` always reflect this reconcile, with
-  ``observedGeneration``; ``nextScheduledBackup`` is the next window (or cleared);
+* ``ConfigValid``, ``Suspended``, ``PreflightBlocked`` and ``Stalled`` always reflect this
+  reconcile, with ``observedGeneration``; ``nextScheduledBackup`` is the next window (or
+  cleared);
+* an invalid spec is never only a condition: whenever ``ConfigValid`` turns False (or its
+  message changes) a Warning event ``InvalidSpec`` names the problem, and the gauge
+  ``openbao_backup_config_valid`` (0/1) lets an alert fire; a ``Stalled`` condition that
+  turns True raises a ``ReconcileRetrying`` Warning event;
 * nothing is written when nothing changed (no write storms, no needless watch events);
 * outcome fields (last success, failures) are NOT written here: only
-  :func:`controller.backup.runs.account` writes them, when a Job reached a terminal result.
+  :func:`controller.backup.act.running.account` writes them, when a Job reached a terminal result.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.backup import conditions as cond
-from controller.backup.deps import Deps
+from controller.backup.act.deps import Deps
+from controller.backup.decide import conditions as cond
 from controller.cache.store import JSONObject
 
 
@@ -28,12 +33,38 @@ async def write_bookkeeping(
     suspended: bool,
     blocked: str | None,
     extra: Mapping[str, Any],
+    stalled: tuple[str, str] | None = None,
 ) -> None:
     d = deps
     now = d.now()
     gen = int(cluster_obj["metadata"].get("generation") or 0)
     current = cluster_obj.get("status") or {}
     conds = current.get("conditions")
+    meta = cluster_obj["metadata"]
+    metrics = d.metrics.get(f"{meta['namespace']}/{meta['name']}")
+    if metrics is not None:
+        metrics.config_valid(not config_error)
+    was = cond.get_condition(conds, cond.CONFIG_VALID)
+    if config_error and (
+        was is None or was.get("status") != "False" or was.get("message") != config_error[:1024]
+    ):
+        await d.events.emit(
+            obj=cluster_obj, type="Warning", reason="InvalidSpec", note=config_error
+        )
+    was_stalled = cond.get_condition(conds, cond.STALLED)
+    if stalled is not None and (was_stalled is None or was_stalled.get("status") != "True"):
+        await d.events.emit(
+            obj=cluster_obj, type="Warning", reason="ReconcileRetrying", note=stalled[1]
+        )
+    conds = cond.set_condition(
+        conds,
+        type=cond.STALLED,
+        status="True" if stalled else "False",
+        reason=stalled[0] if stalled else "Progressing",
+        message=stalled[1] if stalled else "",
+        observed_generation=gen,
+        now=now,
+    )
     conds = cond.set_condition(
         conds,
         type=cond.CONFIG_VALID,

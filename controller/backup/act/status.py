@@ -10,7 +10,9 @@ Guarantees:
   silently losing an update. Accounting writes (failure counters, last success) use it;
 * only fields the caller names are written; ``None`` values delete a field (merge-patch
   semantics);
-* the written object is returned so callers can chain writes without waiting for the cache.
+* the written object is returned so callers can chain writes without waiting for the cache,
+  and remembered in the resource's :class:`~controller.backup.act.fresh.FreshView` (if one is
+  given) so the next reconcile reads it even before the watch delivers it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controller.backup.act.fresh import FreshView
 from controller.cache.store import thaw
 from controller.kube.client import KubeApi
 from controller.kube.resources import OPENBAO_BACKUP, OPENBAO_CLUSTER, Resource
@@ -26,8 +29,9 @@ JSON = dict[str, Any]
 
 
 class StatusWriter:
-    def __init__(self, *, api: KubeApi) -> None:
+    def __init__(self, *, api: KubeApi, views: Mapping[Resource, FreshView] | None = None) -> None:
         self._api = api
+        self._views = dict(views or {})
 
     async def _patch(
         self, *, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool
@@ -36,12 +40,16 @@ class StatusWriter:
         body: JSON = {"status": thaw(status)}
         if cas:
             body["metadata"] = {"resourceVersion": meta["resourceVersion"]}
-        return await self._api.merge_patch(
+        written = await self._api.merge_patch(
             path=resource.path(
                 namespace=meta["namespace"], name=meta["name"], subresource="status"
             ),
             body=body,
         )
+        view = self._views.get(resource)
+        if view is not None:
+            view.remember(written)
+        return written
 
     async def backup(
         self, *, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool = False

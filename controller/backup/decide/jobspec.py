@@ -2,10 +2,13 @@
 
 Guarantees:
 
-* the Job name is given by the caller (derived by :mod:`controller.backup.names`, <= 63
+* the Job name is given by the caller (derived by :mod:`controller.backup.decide.names`, <= 63
   characters), so a second create answers AlreadyExists: at most one Job per record/purpose;
 * the Job is owned by its OpenBaoBackup record (garbage-collected with it) and carries the
-  labels the controller's informers select on (:data:`LABEL_MANAGED_BY` and friends);
+  labels the controller's informers select on (:mod:`.vocabulary`); every label value is a
+  valid DNS label (a record name longer than 63 characters is shortened with a hash);
+* the manifest is plain JSON: every mapping copied from the cached (deep-frozen) spec is
+  thawed, so the client can serialise it whatever the spec holds;
 * both the Job and its pods carry :data:`RESULT_FINALIZER`: neither can disappear (TTL,
   garbage collection, a human) before the controller has recorded the executor's report;
 * hardened pod: runAsNonRoot with a fixed non-root UID, read-only root filesystem, every
@@ -25,19 +28,24 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from controller.backup.spec import ClusterSpec, KeyRef, Target
+from controller.backup.decide.names import fit_label
+from controller.backup.decide.spec import ClusterSpec, KeyRef, Target
+from controller.backup.decide.vocabulary import (
+    LABEL_BACKUP,
+    LABEL_CLUSTER,
+    LABEL_MANAGED_BY,
+    LABEL_PURPOSE,
+    MANAGED_BY,
+    RESULT_FINALIZER,
+)
+from controller.cache.store import thaw
 from controller.kube.resources import OPENBAO_BACKUP
 from executor import contract as c
 
 Purpose = Literal["backup", "delete"]
 JSON = dict[str, Any]
 
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "openbao-backup"
-LABEL_CLUSTER = "backup.openbao.org/cluster"
-LABEL_BACKUP = "backup.openbao.org/backup"
-LABEL_PURPOSE = "backup.openbao.org/purpose"
-RESULT_FINALIZER = "backup.openbao.org/result"
+__all__ = ["DEFAULT_RESOURCES", "EXECUTOR_UID", "RESULT_FINALIZER", "Purpose", "build_job"]
 
 EXECUTOR_UID = 65532
 TOKEN_DIR = "/var/run/secrets/openbao-backup"
@@ -74,7 +82,7 @@ def build_job(
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_CLUSTER: cluster.name,
-        LABEL_BACKUP: str(meta["name"]),
+        LABEL_BACKUP: fit_label(str(meta["name"])),
         LABEL_PURPOSE: purpose,
     }
     env: dict[str, str] = {
@@ -187,7 +195,7 @@ def build_job(
         "command": ["python", "-m", "executor", purpose],
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
         "volumeMounts": mounts,
-        "resources": dict(ex.resources) or dict(DEFAULT_RESOURCES),
+        "resources": thaw(ex.resources) if ex.resources else thaw(DEFAULT_RESOURCES),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -220,9 +228,9 @@ def build_job(
     if ex.service_account_name:
         pod_spec["serviceAccountName"] = ex.service_account_name
     if ex.node_selector:
-        pod_spec["nodeSelector"] = dict(ex.node_selector)
+        pod_spec["nodeSelector"] = thaw(ex.node_selector)
     if ex.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in ex.tolerations]
+        pod_spec["tolerations"] = [thaw(t) for t in ex.tolerations]
     if ex.priority_class_name:
         pod_spec["priorityClassName"] = ex.priority_class_name
     if ex.image_pull_secrets:
@@ -252,8 +260,8 @@ def build_job(
             "ttlSecondsAfterFinished": ttl_seconds_after_finished,
             "template": {
                 "metadata": {
-                    "labels": {**dict(ex.pod_labels), **labels},
-                    "annotations": dict(ex.pod_annotations),
+                    "labels": {**thaw(ex.pod_labels), **labels},
+                    "annotations": thaw(ex.pod_annotations),
                     "finalizers": [RESULT_FINALIZER],
                 },
                 "spec": pod_spec,

@@ -2,7 +2,7 @@
 
 Guarantees:
 
-* a record carries :data:`~controller.backup.records.SNAPSHOT_FINALIZER` from birth; it is
+* a record carries :data:`~controller.backup.decide.records.SNAPSHOT_FINALIZER` from birth; it is
   removed only when the snapshot is confirmed gone (an executor ``delete`` Job succeeded),
   or there is nothing to delete (policy Retain, no key, the run never produced a snapshot);
 * the controller never deletes objects itself (it holds no storage credentials): a
@@ -20,12 +20,13 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from controller.backup import conditions as cond
-from controller.backup import names
-from controller.backup.deps import Deps
-from controller.backup.jobresult import JobPhase, interpret
-from controller.backup.jobspec import build_job
-from controller.backup.records import (
+from controller.backup.act.deps import Deps
+from controller.backup.act.running import release_finalizers
+from controller.backup.decide import conditions as cond
+from controller.backup.decide import names
+from controller.backup.decide.jobresult import JobPhase, interpret
+from controller.backup.decide.jobspec import build_job
+from controller.backup.decide.records import (
     RUNNING,
     SNAPSHOT_FINALIZER,
     SUCCEEDED,
@@ -33,8 +34,7 @@ from controller.backup.records import (
     name_of,
     phase_of,
 )
-from controller.backup.runs import release_finalizers
-from controller.backup.spec import (
+from controller.backup.decide.spec import (
     Auth,
     BackupSpec,
     ClusterSpec,
@@ -43,6 +43,7 @@ from controller.backup.spec import (
     Target,
     parse_target,
 )
+from controller.backup.decide.timing import DELETE_RETRY_SECONDS
 from controller.cache.store import JSONObject
 from controller.errors import AlreadyExists, Forbidden, NotFound
 from controller.kube.finalizers import remove_finalizer
@@ -50,7 +51,6 @@ from controller.kube.resources import JOB, OPENBAO_BACKUP
 from controller.logging import get_logger
 
 DELETE = names.JobPurpose.DELETE
-RETRY_SECONDS = 30.0
 _log = get_logger(controller="backup-manager", component="deletion")
 
 
@@ -192,7 +192,18 @@ async def handle(
     await release_finalizers(deps, namespace=ns, job_name=job_name)
     with contextlib.suppress(NotFound):
         await deps.api.delete(path=JOB.path(namespace=ns, name=job_name))
-    return RETRY_SECONDS
+    return DELETE_RETRY_SECONDS
+
+
+async def adopt(deps: Deps, *, record: JSONObject) -> None:
+    """A record created with kubectl gets the snapshot finalizer on first sight."""
+    meta = record["metadata"]
+    finalizers = [*(meta.get("finalizers") or ()), SNAPSHOT_FINALIZER]
+    adopted = await deps.api.merge_patch(
+        path=OPENBAO_BACKUP.path(namespace=meta["namespace"], name=meta["name"]),
+        body={"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}},
+    )
+    deps.backups.remember(adopted)
 
 
 async def _remove_finalizer(deps: Deps, record: JSONObject) -> None:

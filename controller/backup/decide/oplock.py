@@ -29,20 +29,25 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-DEFAULT_DURATION_SECONDS = 60
-"""Lease duration the backup manager writes; it renews every 20 s while its Job runs."""
+from controller.backup.decide.timing import LOCK_DURATION_SECONDS, LOCK_RENEW_FRACTION
+from controller.backup.decide.vocabulary import (
+    LABEL_CLUSTER,
+    LABEL_LOCK,
+    LABEL_MANAGED_BY,
+    LOCK_LABEL_VALUE,
+    MANAGED_BY,
+)
+from controller.kube.resources import format_microtime
 
-LABEL_CLUSTER = "backup.openbao.org/cluster"
-LABEL_LOCK = "backup.openbao.org/lock"
-LOCK_LABEL_VALUE = "operation"
+DEFAULT_DURATION_SECONDS = LOCK_DURATION_SECONDS
 
 
 def lease_labels(*, cluster: str) -> dict[str, str]:
     """The labels of a cluster's operation-lock Lease (see docs/operation-lock.md)."""
-    return {LABEL_CLUSTER: cluster, LABEL_LOCK: LOCK_LABEL_VALUE}
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_CLUSTER: cluster, LABEL_LOCK: LOCK_LABEL_VALUE}
 
 
 JOB_BACKED_OPERATIONS = frozenset({"backup", "restore"})
@@ -159,7 +164,7 @@ def decide(
         return LockDecision(LockAction.ACQUIRE_TAKEOVER, message="lease is free")
     if lease.holder == me:
         last = lease.renew_time or lease.acquire_time or lease.observed_at
-        due = last + duration / 3
+        due = last + duration / LOCK_RENEW_FRACTION
         if now >= due:
             return LockDecision(LockAction.RENEW, holder, message="renewal due")
         return LockDecision(LockAction.HELD_BY_US, holder, until=due, message="held by us")
@@ -185,12 +190,6 @@ def may_release(*, lease: ObservedLease | None, me: str) -> bool:
 
 
 # --- what to write -----------------------------------------------------------------------
-
-
-def format_microtime(value: datetime) -> str:
-    """A Lease MicroTime: UTC with exactly six fractional digits and a ``Z``."""
-    _aware("value", value)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def acquire_spec(

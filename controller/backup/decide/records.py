@@ -18,18 +18,40 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from controller.backup import retention
-from controller.backup.conditions import parse_time, rfc3339
+from controller.backup.decide import retention, trigger
+from controller.backup.decide.conditions import parse_time, rfc3339
+from controller.backup.decide.vocabulary import (
+    FAILED,
+    LABEL_CLUSTER,
+    PENDING,
+    RUNNING,
+    SNAPSHOT_FINALIZER,
+    SUCCEEDED,
+    TERMINAL,
+    TRIGGER_VALUE_ANNOTATION,
+    WINDOW_ANNOTATION,
+)
 from controller.kube.resources import OPENBAO_BACKUP
 
-SNAPSHOT_FINALIZER = "backup.openbao.org/snapshot"
-TRIGGER_ANNOTATION = "backup.openbao.org/trigger"
-WINDOW_ANNOTATION = "backup.openbao.org/scheduled-time"
-TRIGGER_VALUE_ANNOTATION = "backup.openbao.org/trigger-value"
-LABEL_CLUSTER = "backup.openbao.org/cluster"
-
-PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
-TERMINAL = frozenset({SUCCEEDED, FAILED})
+__all__ = [
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "SNAPSHOT_FINALIZER",
+    "SUCCEEDED",
+    "TERMINAL",
+    "created_at",
+    "has_finalizer",
+    "is_deleting",
+    "name_of",
+    "new_record",
+    "next_pending",
+    "phase_of",
+    "queued_trigger",
+    "running",
+    "scheduled_time",
+    "to_retention",
+]
 
 
 def phase_of(record: Mapping[str, Any]) -> str:
@@ -66,6 +88,26 @@ def next_pending(records: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | No
     pending = [r for r in records if phase_of(r) == PENDING and not is_deleting(r)]
     pending.sort(key=lambda r: (created_at(r), name_of(r)))
     return pending[0] if pending else None
+
+
+def queued_trigger(records: Iterable[Mapping[str, Any]]) -> trigger.Queued | None:
+    """The newest trigger-annotation record that has not started (Pending), if any."""
+    queued = [
+        r
+        for r in records
+        if phase_of(r) == PENDING
+        and not is_deleting(r)
+        and TRIGGER_VALUE_ANNOTATION in (r["metadata"].get("annotations") or {})
+    ]
+    if not queued:
+        return None
+    newest = max(queued, key=lambda r: (created_at(r), name_of(r)))
+    status = newest.get("status") or {}
+    return trigger.Queued(
+        name=name_of(newest),
+        coalesced=tuple(str(v) for v in status.get("coalescedTriggers") or ()),
+        trigger_value=str(newest["metadata"]["annotations"][TRIGGER_VALUE_ANNOTATION]),
+    )
 
 
 def running(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

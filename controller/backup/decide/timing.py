@@ -1,0 +1,50 @@
+"""Every timing constant of the backup manager, each with its trade-off in one sentence.
+
+Guarantees: nothing else in :mod:`controller.backup` hard-codes a duration; the values below
+are defaults that settings may override where a flag exists (``--operation-lock-seconds``).
+"""
+
+from __future__ import annotations
+
+LOCK_DURATION_SECONDS = 60
+"""Operation-lock Lease duration: shorter frees a crashed foreign holder's lock sooner, longer
+needs fewer renewal writes per running backup."""
+
+LOCK_RENEW_FRACTION = 3
+"""Renew when a third of the duration has passed: two renewals may fail before the lease
+lapses, at the cost of three writes per duration per running backup."""
+
+LOCK_TAKEOVER_MARGIN_SECONDS = 1.0
+"""A blocked launch looks again this long after the holder's lease expires by our clock:
+small enough to take over promptly, large enough not to wake just before expiry."""
+
+MIN_REQUEUE_SECONDS = 0.5
+"""No timed requeue is shorter: it bounds the reconcile rate of one key when a window or an
+expiry is (nearly) now, at the cost of up to half a second of latency."""
+
+RETRY_SURFACE_AFTER = 3
+"""A step that failed this many times in a row for one cluster raises a Warning event and the
+``Stalled`` condition: fewer would report blips that fix themselves, more would hide a stall."""
+
+DELETE_RETRY_SECONDS = 30.0
+"""A failed snapshot-delete Job is retried after this: frequent enough to clean up soon, rare
+enough not to flood a broken bucket with Jobs."""
+
+MAX_STARTING_DEADLINE_SECONDS = 31_536_000
+"""One year: the largest ``startingDeadlineSeconds`` honoured (admission refuses more); a
+larger deadline cannot change which window runs but overflows date arithmetic."""
+
+PREFLIGHT_RETRY_SECONDS = 15.0
+"""A backup blocked by an unhealthy OpenBao probes again after this: soon enough to start
+within seconds of recovery, rare enough to cost nothing while OpenBao is down."""
+
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
+"""A failed step is retried after 1, 2, 4 ... seconds, capped at five minutes: quick recovery
+from a blip, and a persistent failure costs one attempt per five minutes (it is surfaced by
+then, see RETRY_SURFACE_AFTER)."""
+
+
+def retry_delay(streak: int) -> float:
+    """Seconds before retrying a step that failed ``streak`` (>= 1) times in a row."""
+    return float(min(RETRY_BASE_SECONDS * 2.0 ** max(streak - 1, 0), RETRY_MAX_SECONDS))
