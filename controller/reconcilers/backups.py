@@ -64,6 +64,7 @@ from controller.backup.decide.failures import Failure, Kind, Step
 from controller.backup.decide.jobresult import JobPhase
 from controller.backup.decide.records import (
     PENDING,
+    RUNNING,
     SNAPSHOT_FINALIZER,
     TERMINAL,
     created_at,
@@ -141,7 +142,7 @@ class BackupManager:
         active = False
         for rec in running_records(run.records.values()):
             still = await self._guard(run, Step.RUNNING, partial(self._drive, run, rec), record=rec)
-            active = active or bool(still)
+            active = active or bool(still) or phase_of(run.records[name_of(rec)]) == RUNNING
         for rec in list(run.records.values()):
             if phase_of(rec) in TERMINAL:
                 await self._guard(run, Step.FINISH, partial(self._finish, run, rec))
@@ -392,22 +393,28 @@ class BackupManager:
         )
 
     def _stalled(self, run: _Pass) -> tuple[str, str] | None:
-        """Update the per-step failure streaks; the (step, message) to surface, if any."""
-        failed_steps = {step: f for step, f in run.failed}
+        """The (step, message) to surface as ``Stalled``: a step that failed in this pass and
+        in the RETRY_SURFACE_AFTER - 1 passes before it."""
+        surfaced = [
+            (step, failure)
+            for step, failure in run.failed
+            if self._streaks.get((run.key, step), 0) + 1 >= RETRY_SURFACE_AFTER
+        ]
+        if not surfaced:
+            return None
+        step, failure = surfaced[0]
+        return step.title, f"{step.value}: {failure.message}"
+
+    def _result(self, run: _Pass) -> Result:
+        """Update the per-step failure streaks; a timed requeue (retry backoff included)."""
+        failed_steps = {step for step, _ in run.failed}
         for step in Step:
             if step in failed_steps:
                 self._streaks[(run.key, step)] = self._streaks.get((run.key, step), 0) + 1
             else:
                 self._streaks.pop((run.key, step), None)
-        worst = max(failed_steps, key=lambda s: self._streaks[(run.key, s)], default=None)
-        if worst is None or self._streaks[(run.key, worst)] < RETRY_SURFACE_AFTER:
-            return None
-        return worst.title, f"{worst.value}: {failed_steps[worst].message}"
-
-    def _result(self, run: _Pass) -> Result:
-        if run.failed:
-            streak = max(self._streaks.get((run.key, s), 1) for s, _ in run.failed)
-            run.waits.append(retry_delay(streak))
+        if failed_steps:
+            run.waits.append(retry_delay(max(self._streaks[(run.key, s)] for s in failed_steps)))
         return Result(requeue_after=min(run.waits)) if run.waits else Result()
 
 

@@ -74,7 +74,7 @@ async def finish(
     status = record.get("status") or {}
     retention_error: Exception | None = None
     if not status.get("accounted"):
-        if cluster_obj is not None:
+        if cluster_obj is not None and counts_as_run(record):
             updated = await account(deps, cluster_obj=cluster_obj, record=record)
             if updated is not None:
                 count_outcome(deps, cluster_obj=cluster_obj, record=record)
@@ -91,13 +91,24 @@ async def finish(
     metrics = deps.metrics.get(f"{ns}/{cluster_name}")
     if released and metrics is not None:
         metrics.lock(held_since=None)
-    if status.get("jobName"):
-        await release_finalizers(
-            deps, namespace=ns, job_name=names.job_name(record=rec, purpose=names.JobPurpose.BACKUP)
-        )
+    # Always (a no-op without a Job): a run failed between its Job create and its Running
+    # write has a Job but no jobName.
+    await release_finalizers(
+        deps, namespace=ns, job_name=names.job_name(record=rec, purpose=names.JobPurpose.BACKUP)
+    )
     if retention_error is not None:
         raise retention_error
     return cluster_obj
+
+
+NOT_A_RUN = frozenset({"MissedSchedule", "ClusterNotFound"})
+"""Failure reasons of records that never ran: counted elsewhere (missed) or nowhere."""
+
+
+def counts_as_run(record: Mapping[str, Any]) -> bool:
+    """A terminal record counts as a run unless it never ran for one of :data:`NOT_A_RUN`."""
+    status = record.get("status") or {}
+    return bool(status.get("jobName")) or status.get("failureReason") not in NOT_A_RUN
 
 
 def count_outcome(deps: Deps, *, cluster_obj: JSONObject, record: JSONObject) -> None:

@@ -5,8 +5,10 @@ Guarantees:
 * :func:`parse_cluster` is pure and total: it returns a :class:`ClusterSpec` or raises
   :class:`SpecError` listing every problem found (each naming the field), never a KeyError;
 * the CRD schema (manifests/crds) already refuses most bad input at admission; this parser
-  re-checks what the controller relies on, so an object written before a schema change (or
-  with validation bypassed) becomes a clear condition instead of a crash;
+  re-checks what the controller relies on (the shapes of labels, selectors, tolerations and
+  resource quantities through :mod:`.validation`, which mirrors the CRD's rules), so an
+  object written before a schema change (or with validation bypassed) becomes a clear
+  condition instead of a crash;
 * defaults that the CRD cannot express live here, in one place: the OpenBao address
   ``https://<name>.<namespace>.svc:8200``, retention ``maxAge`` parsing, the executor's
   deadline (:data:`DEFAULT_ACTIVE_DEADLINE`).
@@ -18,6 +20,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from controller.backup.decide import validation
 
 Provider = Literal["s3", "gcs", "azure"]
 AuthMethod = Literal["jwt", "kubernetes", "token"]
@@ -212,7 +216,27 @@ def _retention(raw: Mapping[str, Any], problems: list[str]) -> Retention:
     return Retention(max_count=max_count, max_age_seconds=max_age)
 
 
-def _executor(raw: Mapping[str, Any]) -> ExecutorPod:
+def _executor(raw: Mapping[str, Any], problems: list[str]) -> ExecutorPod:
+    base = "spec.backup.executor"
+    problems.extend(
+        [
+            *validation.label_map_problems(
+                path=f"{base}.podLabels", labels=raw.get("podLabels") or {}
+            ),
+            *validation.label_map_problems(
+                path=f"{base}.nodeSelector", labels=raw.get("nodeSelector") or {}
+            ),
+            *validation.annotation_map_problems(
+                path=f"{base}.podAnnotations", annotations=raw.get("podAnnotations") or {}
+            ),
+            *validation.toleration_problems(
+                path=f"{base}.tolerations", tolerations=raw.get("tolerations") or []
+            ),
+            *validation.resources_problems(
+                path=f"{base}.resources", resources=raw.get("resources") or {}
+            ),
+        ]
+    )
     return ExecutorPod(
         image=raw.get("image"),
         image_pull_policy=raw.get("imagePullPolicy"),
@@ -245,6 +269,7 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterSpec:
         auth = _auth(raw_backup.get("auth") or {}, problems)
         retention = _retention(raw_backup.get("retention") or {}, problems)
         deadline = raw_backup.get("startingDeadlineSeconds")
+        executor = _executor(raw_backup.get("executor") or {}, problems)
         if target is not None and auth is not None:
             backup = BackupSpec(
                 schedule=raw_backup.get("schedule") or None,
@@ -254,7 +279,7 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterSpec:
                 target=target,
                 auth=auth,
                 retention=retention,
-                executor=_executor(raw_backup.get("executor") or {}),
+                executor=executor,
             )
     if problems:
         raise SpecError(problems)
