@@ -45,21 +45,16 @@ after any single failure, the cluster's next due backup still runs.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
 
-from controller import metrics as metric_catalog
 from controller.backup.act import bookkeeping, deletion, launch, outcome, planning, running
 from controller.backup.act.deps import CLUSTER_KEY_MAPPERS, INDEXERS, Deps
 from controller.backup.act.fresh import FreshView
-from controller.backup.act.lock import OperationLock, me
+from controller.backup.act.guard import Guard, Pass
+from controller.backup.act.lock import OperationLock
 from controller.backup.act.probe import probe_openbao
 from controller.backup.act.status import StatusWriter
 from controller.backup.decide import conditions as cond
-from controller.backup.decide import failures
 from controller.backup.decide.failures import Failure, Kind, Step
 from controller.backup.decide.jobresult import JobPhase
 from controller.backup.decide.records import (
@@ -78,7 +73,6 @@ from controller.backup.decide.records import (
     running as running_records,
 )
 from controller.backup.decide.spec import ClusterSpec, SpecError, parse_cluster
-from controller.backup.decide.timing import MIN_REQUEUE_SECONDS, RETRY_SURFACE_AFTER, retry_delay
 from controller.cache.store import JSONObject, split_key
 from controller.kube.events import EventRecorder
 from controller.kube.resources import JOB, LEASE, OPENBAO_BACKUP, OPENBAO_CLUSTER, POD
@@ -86,39 +80,20 @@ from controller.logging import get_logger
 from controller.reconcilers.base import Context, ReconcilerSpec, Watch
 from controller.runner import Result
 
-T = TypeVar("T")
 _log = get_logger(controller="backup-manager")
-
-
-@dataclasses.dataclass
-class _Pass:
-    """The state of one reconcile of one cluster key."""
-
-    key: str
-    namespace: str
-    name: str
-    cluster_obj: JSONObject | None
-    records: dict[str, JSONObject]
-    waits: list[float] = dataclasses.field(default_factory=list)
-    failed: list[tuple[Step, Failure]] = dataclasses.field(default_factory=list)
-    backup_status: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def wait(self, seconds: float | None) -> None:
-        if seconds is not None:
-            self.waits.append(max(MIN_REQUEUE_SECONDS, seconds))
 
 
 class BackupManager:
     def __init__(self, *, deps: Deps) -> None:
         self.deps = deps
-        self._streaks: dict[tuple[str, Step], int] = {}
+        self._guard = Guard(deps=deps)
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def reconcile(self, *, key: str) -> Result:
         d = self.deps
         namespace, name = split_key(key)
-        run = _Pass(
+        run = Pass(
             key=key,
             namespace=namespace,
             name=name,
@@ -130,28 +105,30 @@ class BackupManager:
         for rec in list(run.records.values()):
             if is_deleting(rec):
                 run.wait(
-                    await self._guard(
+                    await self._guard.step(
                         run,
                         Step.DELETION,
                         partial(deletion.handle, d, record=rec, cluster=cluster, cluster_name=name),
                     )
                 )
             elif not has_finalizer(rec, SNAPSHOT_FINALIZER):
-                await self._guard(run, Step.DELETION, partial(deletion.adopt, d, record=rec))
+                await self._guard.step(run, Step.DELETION, partial(deletion.adopt, d, record=rec))
 
         active = False
         for rec in running_records(run.records.values()):
-            still = await self._guard(run, Step.RUNNING, partial(self._drive, run, rec), record=rec)
+            still = await self._guard.step(
+                run, Step.RUNNING, partial(self._drive, run, rec), record=rec
+            )
             active = active or bool(still) or phase_of(run.records[name_of(rec)]) == RUNNING
         for rec in list(run.records.values()):
             if phase_of(rec) in TERMINAL:
-                await self._guard(run, Step.FINISH, partial(self._finish, run, rec))
+                await self._guard.step(run, Step.FINISH, partial(self._finish, run, rec))
 
         if run.cluster_obj is None:
             d.drop_metrics(namespace=namespace, cluster=name)
             for rec in list(run.records.values()):
                 if phase_of(rec) == PENDING and not is_deleting(rec):
-                    await self._guard(
+                    await self._guard.step(
                         run,
                         Step.LAUNCH,
                         partial(
@@ -163,7 +140,7 @@ class BackupManager:
                             counted=False,
                         ),
                     )
-            return self._result(run)
+            return _result(self._guard.requeue_after(run))
 
         cluster_obj = run.cluster_obj
         metrics = d.metrics_for(
@@ -182,14 +159,14 @@ class BackupManager:
             message = spec_error or "spec.backup is not set: nothing to back up"
             for rec in list(run.records.values()):
                 if phase_of(rec) == PENDING and not is_deleting(rec):
-                    await self._fail(run, rec, Failure(Kind.TERMINAL, "InvalidSpec", message))
+                    await self._guard.fail(run, rec, Failure(Kind.TERMINAL, "InvalidSpec", message))
             await self._bookkeep(
                 run, config_error=message, planned=planning.Planned(), suspended=False, blocked=None
             )
-            return self._result(run)
+            return _result(self._guard.requeue_after(run))
 
         planned = (
-            await self._guard(
+            await self._guard.step(
                 run,
                 Step.SCHEDULE,
                 lambda: planning.plan_schedule(d, cluster=cluster, cluster_obj=cluster_obj),
@@ -198,7 +175,7 @@ class BackupManager:
         )
         if planned.next_window is not None:
             run.wait((planned.next_window - d.now()).total_seconds())
-        triggered = await self._guard(
+        triggered = await self._guard.step(
             run,
             Step.TRIGGER,
             lambda: planning.plan_trigger(
@@ -219,18 +196,18 @@ class BackupManager:
             suspended=cluster.backup.suspend,
             blocked=blocked,
         )
-        return self._result(run)
+        return _result(self._guard.requeue_after(run))
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _records(self, run: _Pass) -> dict[str, JSONObject]:
+    def _records(self, run: Pass) -> dict[str, JSONObject]:
         """The cluster's records as they are now (our own writes of this pass included)."""
         run.records = {
             name_of(r): r for r in self.deps.records_of(namespace=run.namespace, cluster=run.name)
         }
         return run.records
 
-    async def _drive(self, run: _Pass, record: JSONObject) -> bool:
+    async def _drive(self, run: Pass, record: JSONObject) -> bool:
         """Renew or finish a running record; True while its Job runs."""
         d = self.deps
         ns, rec = run.namespace, name_of(record)
@@ -241,12 +218,12 @@ class BackupManager:
         run.records[rec] = await running.record_outcome(d, record=record, result=result)
         return False
 
-    async def _finish(self, run: _Pass, record: JSONObject) -> None:
+    async def _finish(self, run: Pass, record: JSONObject) -> None:
         run.cluster_obj = await outcome.finish(
             self.deps, record=record, cluster_obj=run.cluster_obj
         )
 
-    async def _launch_next(self, run: _Pass, cluster: ClusterSpec) -> str | None:
+    async def _launch_next(self, run: Pass, cluster: ClusterSpec) -> str | None:
         """Launch the oldest Pending record; the ``Reason: message`` it is blocked by, if any."""
         d = self.deps
         metrics = d.metrics.get(run.key)
@@ -255,7 +232,7 @@ class BackupManager:
             missed = launch.past_deadline(record, cluster=cluster, now=d.now())
             if not missed:
                 break
-            await self._guard(
+            await self._guard.step(
                 run,
                 Step.LAUNCH,
                 partial(
@@ -274,7 +251,7 @@ class BackupManager:
             if metrics is not None:
                 metrics.preflight_blocked(False)
             return None
-        started = await self._guard(
+        started = await self._guard.step(
             run, Step.LAUNCH, lambda: self._launch(run, cluster, record), record=record
         )
         if isinstance(started, launch.Blocked):
@@ -293,7 +270,7 @@ class BackupManager:
         return None
 
     async def _launch(
-        self, run: _Pass, cluster: ClusterSpec, record: JSONObject
+        self, run: Pass, cluster: ClusterSpec, record: JSONObject
     ) -> JSONObject | launch.Blocked:
         assert run.cluster_obj is not None
         result = await launch.launch(
@@ -305,7 +282,7 @@ class BackupManager:
 
     async def _bookkeep(
         self,
-        run: _Pass,
+        run: Pass,
         *,
         config_error: str,
         planned: planning.Planned,
@@ -313,9 +290,9 @@ class BackupManager:
         blocked: str | None,
     ) -> None:
         assert run.cluster_obj is not None
-        stalled = self._stalled(run)
+        stalled = self._guard.stalled(run)
         cluster_obj = run.cluster_obj
-        await self._guard(
+        await self._guard.step(
             run,
             Step.BOOKKEEPING,
             lambda: bookkeeping.write_bookkeeping(
@@ -330,92 +307,9 @@ class BackupManager:
             ),
         )
 
-    # -- the failure model ---------------------------------------------------------------------
 
-    async def _guard(
-        self,
-        run: _Pass,
-        step: Step,
-        fn: Callable[[], Awaitable[T]],
-        *,
-        record: JSONObject | None = None,
-    ) -> T | None:
-        """Run one step; classify, count and surface its failure. None if it failed."""
-        try:
-            return await fn()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the one place every step's failure is classified
-            failure = failures.classify(exc)
-            run.failed.append((step, failure))
-            metric_catalog.reconcile_step_error(step=step.value, kind=failure.kind.value)
-            log = _log.error if failure.kind is Kind.BUG else _log.warning
-            log(
-                "reconcile step failed",
-                key=run.key,
-                step=step.value,
-                kind=failure.kind.value,
-                reason=failure.reason,
-                error=failure.message,
-                record=name_of(record) if record is not None else None,
-                exc_info=failure.kind is Kind.BUG,
-            )
-            if record is None:
-                return None
-            if step.per_record and failure.kind is not Kind.TRANSIENT:
-                await self._fail(run, record, failure)
-            elif step is Step.LAUNCH and not failure.ambiguous:
-                await self._release_quietly(run, record)
-            return None
-
-    async def _fail(self, run: _Pass, record: JSONObject, failure: Failure) -> None:
-        """End ``record`` as Failed (counted), cancel its Job, release what it held."""
-        d, rec = self.deps, name_of(record)
-
-        async def fail() -> None:
-            await running.cancel(d, namespace=run.namespace, record=rec)
-            updated = await outcome.fail_record(
-                d, record=record, reason=failure.reason, message=failure.message
-            )
-            run.records[rec] = updated
-            await self._finish(run, updated)
-
-        await self._guard(run, Step.FINISH, fail)
-
-    async def _release_quietly(self, run: _Pass, record: JSONObject) -> None:
-        d = self.deps
-        await self._guard(
-            run,
-            Step.FINISH,
-            lambda: d.lock.release(
-                namespace=run.namespace, cluster=run.name, me=me(name_of(record)), now=d.now()
-            ),
-        )
-
-    def _stalled(self, run: _Pass) -> tuple[str, str] | None:
-        """The (step, message) to surface as ``Stalled``: a step that failed in this pass and
-        in the RETRY_SURFACE_AFTER - 1 passes before it."""
-        surfaced = [
-            (step, failure)
-            for step, failure in run.failed
-            if self._streaks.get((run.key, step), 0) + 1 >= RETRY_SURFACE_AFTER
-        ]
-        if not surfaced:
-            return None
-        step, failure = surfaced[0]
-        return step.title, f"{step.value}: {failure.message}"
-
-    def _result(self, run: _Pass) -> Result:
-        """Update the per-step failure streaks; a timed requeue (retry backoff included)."""
-        failed_steps = {step for step, _ in run.failed}
-        for step in Step:
-            if step in failed_steps:
-                self._streaks[(run.key, step)] = self._streaks.get((run.key, step), 0) + 1
-            else:
-                self._streaks.pop((run.key, step), None)
-        if failed_steps:
-            run.waits.append(retry_delay(max(self._streaks[(run.key, s)] for s in failed_steps)))
-        return Result(requeue_after=min(run.waits)) if run.waits else Result()
+def _result(seconds: float | None) -> Result:
+    return Result(requeue_after=seconds) if seconds is not None else Result()
 
 
 def _parse(cluster_obj: JSONObject | None) -> tuple[ClusterSpec | None, str]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from devenv.crds import load_crds
 
+from controller.backup.decide.timing import MAX_STARTING_DEADLINE_SECONDS as TIMING_MAX
 from controller.backup.decide.validation import (
     MAX_STARTING_DEADLINE_SECONDS,
     annotation_map_problems,
@@ -283,8 +284,11 @@ def test_invalid_starting_deadlines(seconds: object) -> None:
     assert problem.startswith(f"{D}: ")
 
 
-def test_starting_deadline_limit_is_one_year() -> None:
-    assert MAX_STARTING_DEADLINE_SECONDS == 365 * 24 * 3600
+def test_starting_deadline_limit_is_one_year_everywhere() -> None:
+    """The same limit in this module, in the schedule's clamp and in the CRD."""
+    assert MAX_STARTING_DEADLINE_SECONDS == 365 * 24 * 3600 == TIMING_MAX
+    rules = [r["rule"] for r in BACKUP["startingDeadlineSeconds"]["x-kubernetes-validations"]]
+    assert f"self <= {MAX_STARTING_DEADLINE_SECONDS}" in rules
 
 
 @pytest.mark.parametrize(("name", "valid"), [("a", True), ("b" * 63, True), ("b" * 64, False)])
@@ -294,11 +298,11 @@ def test_object_names(name: str, valid: bool) -> None:
 
 # -- the CRD says the same -----------------------------------------------------------------
 
-EXECUTOR = next(d for d in load_crds() if d["spec"]["names"]["kind"] == "OpenBaoCluster")["spec"][
-    "versions"
-][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["backup"]["properties"][
-    "executor"
-]["properties"]
+CLUSTER = next(d for d in load_crds() if d["spec"]["names"]["kind"] == "OpenBaoCluster")
+BACKUP = CLUSTER["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+    "properties"
+]["backup"]["properties"]
+EXECUTOR = BACKUP["executor"]["properties"]
 
 
 def cel_regexes(node: dict[str, Any]) -> list[str]:

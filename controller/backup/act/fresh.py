@@ -9,8 +9,11 @@ the gap: every object the controller writes is remembered with the answer's
 Guarantees:
 
 * :meth:`FreshView.get`, :meth:`list` and :meth:`by_index` return the remembered object while
-  the cache holds no copy of it or an older one; once the cache holds the same or a newer
-  ``resourceVersion`` the memory is dropped and the cache answers again;
+  the cache holds an older copy of it, or (for an object we created) no copy yet; once the
+  cache holds the same or a newer ``resourceVersion`` the memory is dropped and the cache
+  answers again;
+* an object we only updated is never resurrected: when the cache no longer holds it (it was
+  deleted), the memory of our update is dropped;
 * a remembered object is dropped after :data:`FORGET_AFTER_SECONDS` whatever the cache says,
   so an object deleted by someone else never lingers as a ghost;
 * ``resourceVersion`` values are compared as integers (etcd revisions, as every conformant
@@ -55,12 +58,15 @@ class FreshView:
         self._cache = cache
         self._indexers = dict(indexers or {})
         self._clock = clock
-        self._mine: dict[str, tuple[JSONObject, float]] = {}
+        self._mine: dict[str, tuple[JSONObject, float, bool]] = {}
 
-    def remember(self, obj: Mapping[str, Any]) -> JSONObject:
-        """Record an object the API server just returned for our write; returns it frozen."""
+    def remember(self, obj: Mapping[str, Any], *, created: bool = False) -> JSONObject:
+        """Record an object the API server just returned for our write (``created``: by a
+        create); returns it frozen."""
         frozen: JSONObject = freeze(obj)
-        self._mine[key_of(frozen)] = (frozen, self._clock())
+        key = key_of(frozen)
+        was_created = created or (key in self._mine and self._mine[key][2])
+        self._mine[key] = (frozen, self._clock(), was_created)
         return frozen
 
     def forget(self, key: str) -> None:
@@ -70,8 +76,8 @@ class FreshView:
         held = self._mine.get(key)
         if held is None:
             return cached
-        mine, at = held
-        if self._clock() - at > FORGET_AFTER_SECONDS:
+        mine, at, created = held
+        if self._clock() - at > FORGET_AFTER_SECONDS or (cached is None and not created):
             del self._mine[key]
             return cached
         if cached is not None:
@@ -101,7 +107,7 @@ class FreshView:
         found = {key_of(o): o for o in self._cache.by_index(index, value)}
         func = self._indexers.get(index)
         if func is not None:
-            for key, (mine, _) in list(self._mine.items()):
+            for key, (mine, _, _) in list(self._mine.items()):
                 if key not in found and value in func(mine):
                     found[key] = self._cache.get(key)  # type: ignore[assignment]
         out: builtins.list[JSONObject] = []

@@ -237,7 +237,8 @@ class OperationLock:
         without our labels), add the labels so the next decision sees the real holder."""
         try:
             self._leases.remember(
-                await self._api.create(path=LEASE.path(namespace=namespace), body=body)
+                await self._api.create(path=LEASE.path(namespace=namespace), body=body),
+                created=True,
             )
             return True
         except AlreadyExists:
@@ -251,7 +252,7 @@ class OperationLock:
                 current = await self._api.merge_patch(
                     path=path, body={"metadata": {"labels": labels}}
                 )
-            self._leases.remember(current)
+            self._leases.remember(current, created=True)  # the cache may not hold it yet
             return False
 
     async def release(self, *, namespace: str, cluster: str, me: str, now: datetime) -> bool:

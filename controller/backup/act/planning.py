@@ -57,7 +57,7 @@ async def _create(deps: Deps, body: dict[str, Any]) -> bool:
         )
     except AlreadyExists:
         return False
-    deps.backups.remember(created)
+    deps.backups.remember(created, created=True)
     return True
 
 
