@@ -133,3 +133,82 @@ def test_durations(text: str, seconds: int) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def _has_frozen(value: Any) -> bool:
+    from controller.cache.store import FrozenDict
+
+    if isinstance(value, FrozenDict | tuple):
+        return True
+    if isinstance(value, dict):
+        return any(_has_frozen(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_frozen(v) for v in value)
+    return False
+
+
+def test_a_spec_from_the_frozen_cache_builds_plain_json() -> None:
+    """Regression (issue 8): any executor.resources made every launch raise AttributeError
+    ('FrozenDict' object has no attribute 'openapi_types') in the client's serialiser."""
+    import json
+
+    from controller.cache.store import freeze
+
+    obj = freeze(
+        cluster(
+            executor={
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                "nodeSelector": {"disk": "ssd"},
+                "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+                "podLabels": {"team": "a"},
+                "podAnnotations": {"x.io/y": "z"},
+            }
+        )
+    )
+    job = job_for(obj)
+    assert not _has_frozen(job)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"}}
+    assert pod["tolerations"] == [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}]
+    json.dumps(job)
+
+
+def test_a_long_record_name_becomes_a_valid_label_value() -> None:
+    """Regression (issue 8): a 64..253-character record name was copied into a Job label."""
+    long_name = "x" * 40 + "." + "y" * 200
+    record = {**RECORD, "metadata": {**RECORD["metadata"], "name": long_name}}
+    job = build_job(
+        cluster=parse_cluster(cluster()),
+        record=record,
+        purpose="backup",
+        job_name=names.job_name(record=long_name, purpose=names.JobPurpose.BACKUP),
+        image="img:1",
+        ttl_seconds_after_finished=600,
+    )
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        value = labels["backup.openbao.org/backup"]
+        assert names.is_dns_label(value), value
+    assert names.is_dns_label(job["metadata"]["name"])
+
+
+@pytest.mark.parametrize(
+    ("executor", "field"),
+    [
+        ({"podLabels": {"bad key!": "x"}}, "spec.backup.executor.podLabels"),
+        ({"podLabels": {"ok": "not a value!"}}, "spec.backup.executor.podLabels"),
+        ({"nodeSelector": {"disk": "-ssd"}}, "spec.backup.executor.nodeSelector"),
+        (
+            {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]},
+            "spec.backup.executor.tolerations",
+        ),
+        ({"resources": {"requests": {"cpu": "lots"}}}, "spec.backup.executor.resources"),
+    ],
+)
+def test_specs_admission_would_refuse_are_config_errors(
+    executor: dict[str, Any], field: str
+) -> None:
+    """Objects written before the schema refused them become ConfigValid=False naming the
+    field, never a Job the API server rejects."""
+    with pytest.raises(SpecError) as err:
+        parse_cluster(cluster(executor=executor))
+    assert field in str(err.value)

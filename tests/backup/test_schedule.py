@@ -867,3 +867,16 @@ def test_deciding_again_after_acting_is_idle() -> None:
     )
     assert again.action is ScheduleAction.IDLE
     assert again.next_window == z("2026-05-01T11:00Z")
+
+
+@pytest.mark.parametrize("deadline", [10**14, 2**63 - 1, 10**30])
+def test_huge_starting_deadlines_run_the_due_window_instead_of_overflowing(deadline: int) -> None:
+    """Regression (issue 8): 10^14 and 2^63-1 were accepted by the CRD and raised
+    OverflowError on every reconcile once a window was due."""
+    got = run(deadline=deadline, now="2026-03-01T10:00Z", last="2026-03-01T09:00Z")
+    assert got.action is ScheduleAction.RUN
+    assert got.due == z("2026-03-01T10:00Z")
+    late = run(deadline=deadline, now="2026-03-01T12:30Z", last="2026-03-01T09:00Z")
+    assert late.action is ScheduleAction.RUN
+    assert late.due == z("2026-03-01T12:00Z")
+    assert late.missed == (z("2026-03-01T10:00Z"), z("2026-03-01T11:00Z"))

@@ -28,8 +28,9 @@ import re
 from collections.abc import Mapping
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 
-MAX_STARTING_DEADLINE_SECONDS = 31_536_000
-"""One year: the CRD's upper bound on spec.backup.startingDeadlineSeconds."""
+from controller.backup.decide.timing import MAX_STARTING_DEADLINE_SECONDS
+
+__all__ = ["MAX_STARTING_DEADLINE_SECONDS"]  # re-exported: the CRD's upper bound
 MIN_STARTING_DEADLINE_SECONDS = 10
 MAX_OBJECT_LABEL_NAME = 63
 """OpenBaoBackup and OpenBaoRestore names are copied into Job labels (at most 63 characters)."""
