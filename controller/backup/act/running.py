@@ -80,14 +80,16 @@ def _cancelled(job: JSONObject, pods: list[JSONObject]) -> JSONObject:
 
 
 async def cancel(deps: Deps, *, namespace: str, record: str) -> bool:
-    """Delete the record's Job if it still runs; True if a delete was sent."""
+    """Delete the record's Job unless it is known to be finished; True if a delete was sent.
+
+    A Job the cache does not hold yet (created in this very reconcile) is deleted by name."""
     job = deps.job_of(namespace=namespace, record=record, purpose=BACKUP)
-    if job is None or job_terminal(job) or job["metadata"].get("deletionTimestamp"):
+    if job is not None and (job_terminal(job) or job["metadata"].get("deletionTimestamp")):
         return False
+    name = names.job_name(record=record, purpose=BACKUP)
     try:
         await deps.api.delete(
-            path=JOB.path(namespace=namespace, name=job["metadata"]["name"]),
-            propagation="Foreground",
+            path=JOB.path(namespace=namespace, name=name), propagation="Foreground"
         )
     except NotFound:
         return False
