@@ -245,3 +245,84 @@ async def test_a_bug_in_a_step_fails_the_record_and_the_next_backup_runs(
     await cluster.wait_phase(second_name, {"Succeeded"})
     assert (await cluster.wait_accounted(second_name))["consecutiveFailures"] == 0
     await cluster.wait_lock_free()
+
+
+async def test_an_unreachable_openbao_blocks_visibly_and_the_backup_runs_once_it_answers(
+    world: World,
+) -> None:
+    """Preflight: the record waits Pending with a reason, the cluster says why, a gauge is 1;
+    once OpenBao answers again the same record runs (nothing is dropped)."""
+    cluster = await other_cluster(world, "down")
+    await world.kube.api.merge_patch(
+        path=cluster.path, body={"spec": {"address": "http://127.0.0.1:9"}}
+    )
+    await cluster.trigger("while-down")
+    record = await cluster.new_record(set())
+    name = record["metadata"]["name"]
+
+    async def blocked() -> dict[str, Any] | None:
+        got = await cluster.record(name)
+        conds = {c["type"]: c for c in ((got or {}).get("status") or {}).get("conditions") or ()}
+        cond = conds.get("Blocked")
+        return got if cond and cond["reason"] == "OpenBaoUnreachable" else None
+
+    got = await until(blocked, what="Blocked=OpenBaoUnreachable")
+    assert got["status"]["phase"] == "Pending"
+    cluster_cond = await until(
+        lambda: cluster.condition("PreflightBlocked"), what="PreflightBlocked on the cluster"
+    )
+    assert cluster_cond["status"] == "True"
+    assert cluster_cond["reason"] == "OpenBaoUnreachable"
+    labels = {"namespace": world.namespace, "cluster": "down"}
+    assert sample("openbao_backup_preflight_blocked", **labels) == 1.0
+    assert await cluster.jobs_of(name) == []
+    assert [e for e in await cluster.events("PreflightBlocked") if e["regarding"]["name"] == name]
+
+    await world.kube.api.merge_patch(
+        path=cluster.path, body={"spec": {"address": world.openbao_addr}}
+    )
+    await cluster.wait_phase(name, {"Running"}, timeout=40)
+    await play_kubelet(world.kube, world.namespace, f"{name}-backup")
+    await cluster.wait_phase(name, {"Succeeded"})
+    cleared = await cluster.condition("PreflightBlocked")
+    assert cleared is not None and cleared["status"] == "False"
+
+
+async def test_a_record_of_a_missing_cluster_fails_instead_of_waiting(world: World) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OpenBaoBackup",
+        "metadata": {"name": "orphan-1", "namespace": world.namespace},
+        "spec": {"cluster": "nosuch", "trigger": "pre-upgrade"},
+    }
+    await world.kube.api.create(path=f"{world.cluster.base}/openbaobackups", body=body)
+    got = await world.cluster.wait_phase("orphan-1", {"Failed"})
+    assert got["status"]["failureReason"] == "ClusterNotFound"
+    assert got["status"]["accounted"] is True
+    assert "backup.openbao.org/snapshot" in got["metadata"]["finalizers"]
+
+
+async def test_records_of_a_cluster_without_a_valid_spec_fail_with_the_reason(
+    world: World,
+) -> None:
+    """A record for a cluster whose spec cannot be acted on is failed (InvalidSpec, counted)
+    instead of waiting for a fix that may never come; ConfigValid says why."""
+    cluster = await other_cluster(world, "nospec")
+    await world.kube.api.merge_patch(path=cluster.path, body={"spec": {"backup": None}})
+
+    async def invalid() -> dict[str, Any] | None:
+        cond = await cluster.condition("ConfigValid")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = await until(invalid, what="ConfigValid=False")
+    assert "spec.backup is not set" in cond["message"]
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OpenBaoBackup",
+        "metadata": {"name": "nospec-by-hand", "namespace": world.namespace},
+        "spec": {"cluster": "nospec", "trigger": "pre-upgrade"},
+    }
+    await world.kube.api.create(path=f"{cluster.base}/openbaobackups", body=body)
+    got = await cluster.wait_phase("nospec-by-hand", {"Failed"})
+    assert got["status"]["failureReason"] == "InvalidSpec"
+    assert (await cluster.wait_accounted("nospec-by-hand"))["consecutiveFailures"] == 1
