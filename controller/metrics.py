@@ -492,7 +492,58 @@ _BACKUP_PLAIN = (
     BACKUP_CONFIG_VALID,
 )
 
-RECONCILE_STEPS = ("deletion", "running", "finish", "schedule", "trigger", "launch", "bookkeeping")
+RESTORE_DURATION = Histogram(
+    "openbao_restore_duration_seconds",
+    "Duration of finished restores (validation to verified).",
+    _CL,
+    buckets=(5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+    registry=REGISTRY,
+)
+RESTORE_LAST_SUCCESS = Gauge(
+    "openbao_restore_last_success_timestamp_seconds",
+    "Unix time the newest successful restore completed (0: never).",
+    _CL,
+    registry=REGISTRY,
+)
+RESTORE_FAILURE = Counter(
+    "openbao_restore_failures_total",
+    "Failed restores by reason.",
+    [*_CL, "reason"],
+    registry=REGISTRY,
+)
+RESTORE_IN_PROGRESS = Gauge(
+    "openbao_restore_in_progress",
+    "1 while a restore of the cluster is in progress.",
+    _CL,
+    registry=REGISTRY,
+)
+RESTORE_FAILURE_REASONS = (
+    "ClusterNotFound",
+    "InvalidSpec",
+    "BackupNotFound",
+    "BackupNotSucceeded",
+    "InvalidKey",
+    "KeyOutsidePrefix",
+    "verification",
+    "storage",
+    "SafetySnapshotFailed",
+    "auth",
+    "leader",
+    "snapshot",
+    "VerifyTimeout",
+    "internal",
+)
+
+RECONCILE_STEPS = (
+    "deletion",
+    "running",
+    "finish",
+    "restore",
+    "schedule",
+    "trigger",
+    "launch",
+    "bookkeeping",
+)
 RECONCILE_ERROR_KINDS = ("transient", "terminal", "bug")
 RECONCILE_STEP_ERRORS = Counter(
     "openbao_backup_reconcile_errors_total",
@@ -526,6 +577,8 @@ class BackupMetrics:
         BACKUP_CONFIG_VALID.labels(*self._labels).set(1)
         for reason in BACKUP_FAILURE_REASONS:
             BACKUP_FAILURE.labels(*self._labels, reason)
+        for reason in RESTORE_FAILURE_REASONS:
+            RESTORE_FAILURE.labels(*self._labels, reason)
         BACKUP_AGE.labels(*self._labels).set_function(self._age)
         BACKUP_LOCK_HELD.labels(*self._labels).set_function(self._lock_held)
 
@@ -570,6 +623,17 @@ class BackupMetrics:
     def preflight_blocked(self, blocked: bool) -> None:
         BACKUP_PREFLIGHT_BLOCKED.labels(*self._labels).set(1 if blocked else 0)
 
+    def restore_in_progress(self, active: bool) -> None:
+        RESTORE_IN_PROGRESS.labels(*self._labels).set(1 if active else 0)
+
+    def restore_succeeded(self, *, completed: float, duration: float) -> None:
+        RESTORE_LAST_SUCCESS.labels(*self._labels).set(completed)
+        RESTORE_DURATION.labels(*self._labels).observe(duration)
+
+    def restore_failed(self, *, reason: str) -> None:
+        label = reason if reason in RESTORE_FAILURE_REASONS else "internal"
+        RESTORE_FAILURE.labels(*self._labels, label).inc()
+
     def config_valid(self, valid: bool) -> None:
         BACKUP_CONFIG_VALID.labels(*self._labels).set(1 if valid else 0)
 
@@ -588,6 +652,9 @@ class BackupMetrics:
         for reason in BACKUP_FAILURE_REASONS:
             with contextlib.suppress(KeyError):
                 BACKUP_FAILURE.remove(*self._labels, reason)
+        for reason in RESTORE_FAILURE_REASONS:
+            with contextlib.suppress(KeyError):
+                RESTORE_FAILURE.remove(*self._labels, reason)
 
 
 def exposition() -> tuple[bytes, str]:

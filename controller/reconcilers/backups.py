@@ -47,7 +47,15 @@ from __future__ import annotations
 
 from functools import partial
 
-from controller.backup.act import bookkeeping, deletion, launch, outcome, planning, running
+from controller.backup.act import (
+    bookkeeping,
+    deletion,
+    launch,
+    outcome,
+    planning,
+    restoring,
+    running,
+)
 from controller.backup.act.deps import CLUSTER_KEY_MAPPERS, INDEXERS, Deps
 from controller.backup.act.fresh import FreshView
 from controller.backup.act.guard import Guard, Pass
@@ -75,7 +83,14 @@ from controller.backup.decide.records import (
 from controller.backup.decide.spec import ClusterSpec, SpecError, parse_cluster
 from controller.cache.store import JSONObject, split_key
 from controller.kube.events import EventRecorder
-from controller.kube.resources import JOB, LEASE, OPENBAO_BACKUP, OPENBAO_CLUSTER, POD
+from controller.kube.resources import (
+    JOB,
+    LEASE,
+    OPENBAO_BACKUP,
+    OPENBAO_CLUSTER,
+    OPENBAO_RESTORE,
+    POD,
+)
 from controller.logging import get_logger
 from controller.reconcilers.base import Context, ReconcilerSpec, Watch
 from controller.runner import Result
@@ -123,6 +138,17 @@ class BackupManager:
         for rec in list(run.records.values()):
             if phase_of(rec) in TERMINAL:
                 await self._guard.step(run, Step.FINISH, partial(self._finish, run, rec))
+
+        for restore in d.restores_of(namespace=namespace, cluster=name):
+            step = partial(
+                restoring.drive,
+                d,
+                restore=restore,
+                cluster=cluster,
+                spec_error=spec_error,
+                records=self._records(run),
+            )
+            run.wait(await self._guard.step(run, Step.RESTORE, step, record=restore))
 
         if run.cluster_obj is None:
             d.drop_metrics(namespace=namespace, cluster=name)
@@ -328,15 +354,18 @@ def build(ctx: Context) -> BackupManager:
     s = ctx.settings
     clusters = FreshView(cache=ctx.caches[OPENBAO_CLUSTER])
     backups = FreshView(cache=ctx.caches[OPENBAO_BACKUP], indexers=INDEXERS[OPENBAO_BACKUP])
+    restores = FreshView(cache=ctx.caches[OPENBAO_RESTORE], indexers=INDEXERS[OPENBAO_RESTORE])
     leases = FreshView(cache=ctx.caches[LEASE])
     deps = Deps(
         api=ctx.api,
         clusters=clusters,
         backups=backups,
+        restores=restores,
         jobs=ctx.caches[JOB],
         pods=ctx.caches[POD],
         status=StatusWriter(
-            api=ctx.api, views={OPENBAO_CLUSTER: clusters, OPENBAO_BACKUP: backups}
+            api=ctx.api,
+            views={OPENBAO_CLUSTER: clusters, OPENBAO_BACKUP: backups, OPENBAO_RESTORE: restores},
         ),
         events=EventRecorder(api=ctx.api, instance=s.identity),
         lock=OperationLock(

@@ -98,4 +98,4 @@ def test_kind_of_path(path: str, kind: str) -> None:
 
 def test_metric_steps_are_the_reconcile_steps() -> None:
     assert tuple(s.value for s in Step) == RECONCILE_STEPS
-    assert {s for s in Step if s.per_record} == {Step.LAUNCH, Step.RUNNING}
+    assert {s for s in Step if s.per_record} == {Step.LAUNCH, Step.RUNNING, Step.RESTORE}

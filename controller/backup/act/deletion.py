@@ -11,6 +11,9 @@ Guarantees:
   not strand old snapshots; the executor refuses keys outside the cluster's own prefix;
 * a record deleted while its backup runs first cancels the run (the Job is deleted; the
   executor aborts its upload) and then handles whatever the run left;
+* a delete Job runs only while it holds the cluster's operation lock (``delete/<record>``),
+  renewed while it runs and released when it ends: snapshots are never deleted while a
+  restore (or a backup) of the cluster runs;
 * a failed delete Job is reported (event, condition) and retried with a fresh Job.
 """
 
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.backup.act.deps import Deps
+from controller.backup.act.lock import DELETE_OP, me
 from controller.backup.act.running import release_finalizers
 from controller.backup.decide import conditions as cond
 from controller.backup.decide import names
@@ -43,7 +47,7 @@ from controller.backup.decide.spec import (
     Target,
     parse_target,
 )
-from controller.backup.decide.timing import DELETE_RETRY_SECONDS
+from controller.backup.decide.timing import DELETE_RETRY_SECONDS, MIN_REQUEUE_SECONDS
 from controller.cache.store import JSONObject
 from controller.errors import AlreadyExists, Forbidden, NotFound
 from controller.kube.finalizers import remove_finalizer
@@ -133,7 +137,15 @@ async def handle(
         return None
     job_name = names.job_name(record=rec, purpose=DELETE)
     job = deps.job_of(namespace=ns, record=rec, purpose=DELETE)
+    holder = me(rec, DELETE_OP)
     if job is None:
+        attempt = await deps.lock.acquire(
+            namespace=ns, cluster=cluster_name, me=holder, now=deps.now()
+        )
+        if not attempt.held:
+            # A restore (or a backup) holds the cluster: deleting waits for it.
+            assert attempt.retry_at is not None
+            return max(MIN_REQUEUE_SECONDS, (attempt.retry_at - deps.now()).total_seconds())
         body = build_job(
             cluster=_carrier(ns, cluster_name, cluster, target),
             record=record,
@@ -160,7 +172,8 @@ async def handle(
         job=job, pods=deps.pods_of(namespace=ns, job=job_name), expected_mode="delete"
     )
     if result.phase is JobPhase.RUNNING:
-        return None
+        return await deps.lock.renew(namespace=ns, cluster=cluster_name, me=holder, now=deps.now())
+    await deps.lock.release(namespace=ns, cluster=cluster_name, me=holder, now=deps.now())
     if result.phase is JobPhase.SUCCEEDED:
         now = deps.now()
         record = await deps.status.backup(

@@ -30,7 +30,7 @@ from controller.backup.decide.vocabulary import (
 from controller.cache.store import IndexFunc, JSONObject, StoreReader
 from controller.kube.client import KubeApi
 from controller.kube.events import EventRecorder
-from controller.kube.resources import JOB, LEASE, OPENBAO_BACKUP, POD, Resource
+from controller.kube.resources import JOB, LEASE, OPENBAO_BACKUP, OPENBAO_RESTORE, POD, Resource
 from controller.metrics import BackupMetrics
 
 BY_CLUSTER = "cluster"
@@ -59,6 +59,7 @@ def _pod_job(obj: JSONObject) -> list[str]:
 
 INDEXERS: Mapping[Resource, Mapping[str, IndexFunc]] = {
     OPENBAO_BACKUP: {BY_CLUSTER: _record_cluster},
+    OPENBAO_RESTORE: {BY_CLUSTER: _record_cluster},
     JOB: {BY_CLUSTER: _labelled_cluster},
     POD: {BY_JOB: _pod_job, BY_CLUSTER: _labelled_cluster},
     LEASE: {BY_CLUSTER: _labelled_cluster},
@@ -80,6 +81,7 @@ class Deps:
     api: KubeApi
     clusters: FreshView
     backups: FreshView
+    restores: FreshView
     jobs: StoreReader
     pods: StoreReader
     status: StatusWriter
@@ -93,6 +95,9 @@ class Deps:
 
     def records_of(self, *, namespace: str, cluster: str) -> list[JSONObject]:
         return self.backups.by_index(BY_CLUSTER, f"{namespace}/{cluster}")
+
+    def restores_of(self, *, namespace: str, cluster: str) -> list[JSONObject]:
+        return self.restores.by_index(BY_CLUSTER, f"{namespace}/{cluster}")
 
     def job_of(
         self, *, namespace: str, record: str, purpose: names.JobPurpose

@@ -9,6 +9,8 @@ Guarantees:
 * :meth:`Guard.step` runs one step and never lets its exception escape (cancellation aside):
   the failure is classified once, logged (with the traceback for a bug), counted in
   ``openbao_backup_reconcile_errors_total{step,kind}`` and remembered in the :class:`Pass`;
+* a terminal or bug failure of the restore step fails that OpenBaoRestore
+  (:meth:`Guard.fail_restore`), which is never retried;
 * a terminal or bug failure of a per-record step fails that record (:meth:`Guard.fail`):
   its Job is cancelled, it ends ``Failed`` with the failure's reason and message, it is
   counted on the cluster, and the lock it held is released, all in the same reconcile;
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from controller import metrics as metric_catalog
-from controller.backup.act import outcome, running
+from controller.backup.act import outcome, restoring, running
 from controller.backup.act.deps import Deps
 from controller.backup.act.lock import me
 from controller.backup.decide import failures
@@ -94,7 +96,9 @@ class Guard:
             )
             if record is None:
                 return None
-            if step.per_record and failure.kind is not Kind.TRANSIENT:
+            if step is Step.RESTORE and failure.kind is not Kind.TRANSIENT:
+                await self.fail_restore(run, record, failure)
+            elif step.per_record and failure.kind is not Kind.TRANSIENT:
                 await self.fail(run, record, failure)
             elif step is Step.LAUNCH and not failure.ambiguous:
                 await self._release_quietly(run, record)
@@ -111,6 +115,18 @@ class Guard:
             )
             run.records[rec] = updated
             run.cluster_obj = await outcome.finish(d, record=updated, cluster_obj=run.cluster_obj)
+
+        await self.step(run, Step.FINISH, fail)
+
+    async def fail_restore(self, run: Pass, restore: JSONObject, failure: Failure) -> None:
+        """End an OpenBaoRestore as Failed (never retried) and let go of what it held."""
+        d = self.deps
+
+        async def fail() -> None:
+            updated = await restoring.fail(
+                d, restore=restore, reason=failure.reason, message=failure.message
+            )
+            await restoring.finish(d, restore=updated)
 
         await self.step(run, Step.FINISH, fail)
 

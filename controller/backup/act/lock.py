@@ -47,7 +47,13 @@ from controller.kube.resources import LEASE
 
 BACKUP_OP = "backup"
 RESTORE_OP = "restore"
-JOB_OF_OPERATION = {BACKUP_OP: names.JobPurpose.BACKUP, RESTORE_OP: names.JobPurpose.RESTORE}
+DELETE_OP = "delete"
+JOB_OF_OPERATION = {
+    BACKUP_OP: names.JobPurpose.BACKUP,
+    RESTORE_OP: names.JobPurpose.RESTORE,
+    DELETE_OP: names.JobPurpose.DELETE,
+}
+"""Our Job-backed operations and the Job each holder's run is (``<run>-<purpose>``)."""
 
 
 def me(record: str, op: str = BACKUP_OP) -> str:

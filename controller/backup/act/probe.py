@@ -77,7 +77,12 @@ async def probe_openbao(
         leader_address=str(leader.get("leader_address") or ""),
         ha_enabled=bool(leader.get("ha_enabled")),
         is_self=bool(leader.get("is_self")),
+        raft_applied_index=_int(leader.get("raft_applied_index")),
     )
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The one module that writes ``.status`` of OpenBaoCluster and OpenBaoBackup objects.
+"""The one module that writes ``.status`` of OpenBaoCluster, OpenBaoBackup and OpenBaoRestore.
 
 Guarantees:
 
@@ -23,7 +23,7 @@ from typing import Any
 from controller.backup.act.fresh import FreshView
 from controller.cache.store import thaw
 from controller.kube.client import KubeApi
-from controller.kube.resources import OPENBAO_BACKUP, OPENBAO_CLUSTER, Resource
+from controller.kube.resources import OPENBAO_BACKUP, OPENBAO_CLUSTER, OPENBAO_RESTORE, Resource
 
 JSON = dict[str, Any]
 
@@ -56,6 +56,12 @@ class StatusWriter:
     ) -> JSON:
         """Patch an OpenBaoBackup's status."""
         return await self._patch(resource=OPENBAO_BACKUP, obj=obj, status=status, cas=cas)
+
+    async def restore(
+        self, *, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool = False
+    ) -> JSON:
+        """Patch an OpenBaoRestore's status."""
+        return await self._patch(resource=OPENBAO_RESTORE, obj=obj, status=status, cas=cas)
 
     async def cluster(
         self, *, obj: Mapping[str, Any], status: Mapping[str, Any], cas: bool = False

@@ -46,6 +46,7 @@ class Step(enum.Enum):
     DELETION = "deletion"
     RUNNING = "running"
     FINISH = "finish"
+    RESTORE = "restore"
     SCHEDULE = "schedule"
     TRIGGER = "trigger"
     LAUNCH = "launch"
@@ -53,8 +54,8 @@ class Step(enum.Enum):
 
     @property
     def per_record(self) -> bool:
-        """A terminal or bug failure of this step fails its record."""
-        return self in (Step.LAUNCH, Step.RUNNING)
+        """A terminal or bug failure of this step fails its record (or restore)."""
+        return self in (Step.LAUNCH, Step.RUNNING, Step.RESTORE)
 
     @property
     def title(self) -> str:

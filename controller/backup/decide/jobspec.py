@@ -26,26 +26,47 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from controller.backup.decide.names import fit_label
-from controller.backup.decide.spec import ClusterSpec, KeyRef, Target
+from controller.backup.decide.spec import Auth, ClusterSpec, KeyRef, Target
 from controller.backup.decide.vocabulary import (
     LABEL_BACKUP,
     LABEL_CLUSTER,
     LABEL_MANAGED_BY,
     LABEL_PURPOSE,
+    LABEL_RESTORE,
     MANAGED_BY,
     RESULT_FINALIZER,
 )
 from controller.cache.store import thaw
-from controller.kube.resources import OPENBAO_BACKUP
+from controller.kube.resources import OPENBAO_BACKUP, Resource
 from executor import contract as c
 
-Purpose = Literal["backup", "delete"]
+Purpose = Literal["backup", "delete", "verify", "restore"]
+OPENBAO_PURPOSES: frozenset[str] = frozenset({"backup", "restore"})
+"""Purposes whose Job talks to OpenBao (and so gets its address, auth and CA)."""
+
+
+@dataclass(frozen=True)
+class RestoreRun:
+    """What a ``verify`` or ``restore`` Job restores: the key, and for restore, force."""
+
+    key: str
+    force: bool = False
+
+
 JSON = dict[str, Any]
 
-__all__ = ["DEFAULT_RESOURCES", "EXECUTOR_UID", "RESULT_FINALIZER", "Purpose", "build_job"]
+__all__ = [
+    "DEFAULT_RESOURCES",
+    "EXECUTOR_UID",
+    "RESULT_FINALIZER",
+    "Purpose",
+    "RestoreRun",
+    "build_job",
+]
 
 EXECUTOR_UID = 65532
 TOKEN_DIR = "/var/run/secrets/openbao-backup"
@@ -72,17 +93,23 @@ def build_job(
     ttl_seconds_after_finished: int,
     delete_keys: Sequence[str] = (),
     target_override: Target | None = None,
+    auth_override: Auth | None = None,
+    restore: RestoreRun | None = None,
+    owner: Resource = OPENBAO_BACKUP,
 ) -> JSON:
-    """The Job for ``purpose`` of the OpenBaoBackup ``record`` of ``cluster``."""
+    """The Job for ``purpose`` of ``record`` (an OpenBaoBackup, or for ``verify`` and
+    ``restore`` an OpenBaoRestore: ``owner=OPENBAO_RESTORE``) of ``cluster``."""
     backup = cluster.backup
     assert backup is not None, "build_job needs a cluster with spec.backup"
+    assert (restore is not None) == (purpose in ("verify", "restore")), "restore iff verify/restore"
     target = target_override or backup.target
     meta = record["metadata"]
     deadline = backup.executor.active_deadline_seconds
+    owner_label = LABEL_BACKUP if owner == OPENBAO_BACKUP else LABEL_RESTORE
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_CLUSTER: cluster.name,
-        LABEL_BACKUP: fit_label(str(meta["name"])),
+        owner_label: fit_label(str(meta["name"])),
         LABEL_PURPOSE: purpose,
     }
     env: dict[str, str] = {
@@ -146,18 +173,18 @@ def build_job(
         volumes.append(_projected_token("aws-iam-token", "sts.amazonaws.com", 3600))
         mounts.append({"name": "aws-iam-token", "mountPath": IRSA_TOKEN_DIR, "readOnly": True})
 
-    # -- OpenBao (backup only: delete Jobs never talk to OpenBao) -----------------------------
-    if purpose == "backup":
-        auth = backup.auth
-        env.update(
-            {
-                c.OPENBAO_ADDR.name: cluster.address,
-                c.AUTH_METHOD.name: auth.method,
-                c.TRIGGER.name: str(record.get("spec", {}).get("trigger") or "manual"),
-                c.BACKUP_NAME.name: str(meta["name"]),
-                c.CLUSTER_UID.name: cluster.uid,
-            }
-        )
+    # -- OpenBao (backup and restore only: delete and verify Jobs never talk to OpenBao) -----
+    if purpose in OPENBAO_PURPOSES:
+        auth = auth_override or backup.auth
+        env.update({c.OPENBAO_ADDR.name: cluster.address, c.AUTH_METHOD.name: auth.method})
+        if purpose == "backup":
+            env.update(
+                {
+                    c.TRIGGER.name: str(record.get("spec", {}).get("trigger") or "manual"),
+                    c.BACKUP_NAME.name: str(meta["name"]),
+                    c.CLUSTER_UID.name: cluster.uid,
+                }
+            )
         if auth.method in ("jwt", "kubernetes"):
             env[c.AUTH_MOUNT.name] = auth.mount
             env[c.AUTH_ROLE.name] = str(auth.role)
@@ -185,8 +212,13 @@ def build_job(
             )
         elif cluster.ca_secret is not None:
             env[c.OPENBAO_CACERT.name] = mount_ref("openbao-ca", cluster.ca_secret, OPENBAO_CA_DIR)
-    else:
+    if purpose == "delete":
         env[c.DELETE_KEYS.name] = json.dumps(list(delete_keys), separators=(",", ":"))
+    elif purpose == "verify" and restore is not None:
+        env[c.VERIFY_KEY.name] = restore.key
+    elif purpose == "restore" and restore is not None:
+        env[c.RESTORE_KEY.name] = restore.key
+        env[c.RESTORE_FORCE.name] = "true" if restore.force else "false"
 
     ex = backup.executor
     container: JSON = {
@@ -245,8 +277,8 @@ def build_job(
             "finalizers": [RESULT_FINALIZER],
             "ownerReferences": [
                 {
-                    "apiVersion": OPENBAO_BACKUP.api_version,
-                    "kind": OPENBAO_BACKUP.kind,
+                    "apiVersion": owner.api_version,
+                    "kind": owner.kind,
                     "name": meta["name"],
                     "uid": meta["uid"],
                     "controller": True,

@@ -50,7 +50,7 @@ def lease_labels(*, cluster: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_CLUSTER: cluster, LABEL_LOCK: LOCK_LABEL_VALUE}
 
 
-JOB_BACKED_OPERATIONS = frozenset({"backup", "restore"})
+JOB_BACKED_OPERATIONS = frozenset({"backup", "restore", "delete"})
 """Operations whose run is a Job we can look up (``<run>-<op>``, see :mod:`names`)."""
 
 _OP_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")

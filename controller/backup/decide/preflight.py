@@ -34,6 +34,7 @@ class HealthProbe:
     ha_enabled: bool = False
     is_self: bool = False
     version: str = ""
+    raft_applied_index: int | None = None
 
 
 @dataclass(frozen=True)

@@ -183,17 +183,20 @@ def parse_target(raw: Mapping[str, Any]) -> Target:
     return target
 
 
-def _auth(raw: Mapping[str, Any], problems: list[str]) -> Auth | None:
+def parse_auth(
+    raw: Mapping[str, Any], problems: list[str], *, path: str = "spec.backup.auth"
+) -> Auth | None:
+    """An ``auth`` block (``spec.backup.auth`` shape); problems are appended, naming ``path``."""
     chosen = [k for k in ("jwt", "kubernetes", "tokenSecretRef") if raw.get(k)]
     if len(chosen) != 1:
-        problems.append("spec.backup.auth: set exactly one of jwt, kubernetes or tokenSecretRef")
+        problems.append(f"{path}: set exactly one of jwt, kubernetes or tokenSecretRef")
         return None
     if chosen[0] == "tokenSecretRef":
         return Auth(method="token", token_secret=_ref(raw["tokenSecretRef"], "token"))
     method: AuthMethod = "jwt" if chosen[0] == "jwt" else "kubernetes"
     sub = raw[chosen[0]]
     if not sub.get("role"):
-        problems.append(f"spec.backup.auth.{chosen[0]}.role: required")
+        problems.append(f"{path}.{chosen[0]}.role: required")
     return Auth(
         method=method,
         mount=str(sub.get("mount") or method),
@@ -266,7 +269,7 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterSpec:
         )
         if target is None and not raw_backup.get("target"):
             problems.append("spec.backup.target: required")
-        auth = _auth(raw_backup.get("auth") or {}, problems)
+        auth = parse_auth(raw_backup.get("auth") or {}, problems)
         retention = _retention(raw_backup.get("retention") or {}, problems)
         deadline = raw_backup.get("startingDeadlineSeconds")
         executor = _executor(raw_backup.get("executor") or {}, problems)

@@ -48,3 +48,8 @@ then, see RETRY_SURFACE_AFTER)."""
 def retry_delay(streak: int) -> float:
     """Seconds before retrying a step that failed ``streak`` (>= 1) times in a row."""
     return float(min(RETRY_BASE_SECONDS * 2.0 ** max(streak - 1, 0), RETRY_MAX_SECONDS))
+
+
+VERIFY_POLL_SECONDS = 2.0
+"""After a restore Job, OpenBao's health is read this often until it is back: quick enough to
+report a restore within seconds, cheap (two unauthenticated GETs)."""

@@ -22,6 +22,7 @@ __all__ = [
     "LABEL_LOCK",
     "LABEL_MANAGED_BY",
     "LABEL_PURPOSE",
+    "LABEL_RESTORE",
     "LEGACY_JOB_NAME_LABEL",
     "LOCK_LABEL_VALUE",
     "MANAGED_BY",
@@ -42,7 +43,10 @@ LABEL_CLUSTER = "backup.openbao.org/cluster"
 LABEL_BACKUP = "backup.openbao.org/backup"
 """On Jobs and pods: the OpenBaoBackup record (a DNS label; hashed when the name is longer)."""
 LABEL_PURPOSE = "backup.openbao.org/purpose"
-"""On Jobs and pods: ``backup`` or ``delete``."""
+"""On Jobs and pods: ``backup``, ``delete``, ``verify`` or ``restore``."""
+LABEL_RESTORE = "backup.openbao.org/restore"
+"""On verify/restore Jobs and pods, and on a restore's safety-snapshot record: the
+OpenBaoRestore (a DNS label; hashed when the name is longer)."""
 LABEL_LOCK = "backup.openbao.org/lock"
 LOCK_LABEL_VALUE = "operation"
 """``backup.openbao.org/lock=operation`` marks a cluster's operation-lock Lease."""

@@ -1,0 +1,153 @@
+"""decide.restore: the snapshot a restore asks for, and whether OpenBao came back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.backup.decide.preflight import HealthProbe
+from controller.backup.decide.restore import (
+    Applied,
+    Refusal,
+    Source,
+    assess_applied,
+    key_problem,
+    parse_restore,
+    resolve_source,
+)
+from controller.backup.decide.spec import SpecError, Target
+
+TARGET = Target(provider="s3", bucket="b", path_prefix="prod")
+OTHER = Target(provider="gcs", bucket="old", path_prefix="legacy")
+KEY = "prod/ns/vault/20261130T120000Z-0123abcd.snap"
+
+
+def restore(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "r1", "namespace": "ns", "uid": "u"},
+        "spec": {"cluster": "vault", **spec},
+    }
+
+
+def record(phase: str = "Succeeded", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "vault-1",
+            "namespace": "ns",
+            "creationTimestamp": "2026-11-30T12:00:00Z",
+        },
+        "status": {"phase": phase, **status},
+    }
+
+
+def test_defaults() -> None:
+    got = parse_restore(restore(backupName="vault-1"))
+    assert (got.force, got.allow_foreign_key, got.safety_snapshot) == (False, False, True)
+    assert got.verify_timeout_seconds == 600
+    assert got.auth is None and got.target is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({}, "exactly one of backupName or key"),
+        ({"backupName": "a", "key": KEY}, "exactly one of backupName or key"),
+        ({"key": KEY, "auth": {"jwt": {"mount": "jwt"}}}, "spec.auth.jwt.role"),
+        ({"key": KEY, "target": {"provider": "ftp"}}, "spec.target"),
+    ],
+)
+def test_bad_specs_name_the_field(spec: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(SpecError, match=fragment.replace(".", r"\.")):
+        parse_restore(restore(**spec))
+
+
+def test_a_record_source_uses_the_target_it_was_written_to() -> None:
+    rec = record(
+        key="legacy/ns/vault/x.snap",
+        target={"provider": "gcs", "bucket": "old", "pathPrefix": "legacy"},
+    )
+    rec["status"]["key"] = "legacy/ns/vault/20261130T120000Z-0123abcd.snap"
+    got = resolve_source(
+        restore=parse_restore(restore(backupName="vault-1")), cluster_target=TARGET, record=rec
+    )
+    assert got == Source(key=rec["status"]["key"], target=OTHER, backup_name="vault-1")
+
+
+@pytest.mark.parametrize(
+    ("rec", "reason"),
+    [
+        (None, "BackupNotFound"),
+        (record("Failed"), "BackupNotSucceeded"),
+        (record("Running"), "BackupNotSucceeded"),
+        (record("Succeeded"), "BackupNotSucceeded"),
+    ],
+)
+def test_records_that_cannot_be_restored(rec: dict[str, Any] | None, reason: str) -> None:
+    got = resolve_source(
+        restore=parse_restore(restore(backupName="vault-1")), cluster_target=TARGET, record=rec
+    )
+    assert isinstance(got, Refusal) and got.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("key", "force", "foreign", "reason"),
+    [
+        (KEY, False, False, None),
+        ("prod/ns/other/20261130T120000Z-0123abcd.snap", False, False, "KeyOutsidePrefix"),
+        ("prod/ns/other/20261130T120000Z-0123abcd.snap", True, False, "KeyOutsidePrefix"),
+        ("prod/ns/other/20261130T120000Z-0123abcd.snap", True, True, None),
+        ("prod/ns/vault/../other/x.snap", True, True, "InvalidKey"),
+        ("../../other/x.snap", False, False, "InvalidKey"),
+        ("/prod/ns/vault/x.snap", False, False, "InvalidKey"),
+        ("prod//ns/vault/x.snap", False, False, "InvalidKey"),
+        ("prod/ns/vault/x.tar", False, False, "InvalidKey"),
+        ("prod/ns/vault-2/x.snap", False, False, "KeyOutsidePrefix"),
+    ],
+)
+def test_keys_stay_inside_the_cluster_unless_named_foreign(
+    key: str, force: bool, foreign: bool, reason: str | None
+) -> None:
+    spec = parse_restore(restore(key=key, force=force, allowForeignKey=foreign))
+    got = resolve_source(restore=spec, cluster_target=TARGET, record=None)
+    if reason is None:
+        assert got == Source(key=key, target=TARGET)
+    else:
+        assert isinstance(got, Refusal) and got.reason == reason, got
+
+
+def test_key_problem_accepts_a_plain_key() -> None:
+    assert key_problem(KEY) == ""
+
+
+UP = HealthProbe(reachable=True, initialized=True, sealed=False, raft_applied_index=120)
+
+
+@pytest.mark.parametrize(
+    ("probe", "force", "index", "state"),
+    [
+        (UP, False, 100, Applied.ACTIVE),
+        (UP, False, None, Applied.ACTIVE),
+        (
+            HealthProbe(reachable=True, initialized=True, sealed=False, raft_applied_index=90),
+            False,
+            100,
+            Applied.WAITING,
+        ),
+        (HealthProbe(reachable=False, error="refused"), False, 100, Applied.WAITING),
+        (HealthProbe(reachable=True, initialized=True, sealed=True), False, 100, Applied.WAITING),
+        (HealthProbe(reachable=True, initialized=True, sealed=True), True, 100, Applied.SEALED),
+        (UP, True, 100, Applied.ACTIVE),
+        (
+            HealthProbe(reachable=True, initialized=True, sealed=False, standby=True),
+            False,
+            None,
+            Applied.WAITING,
+        ),
+        (HealthProbe(reachable=True, initialized=False), False, None, Applied.WAITING),
+    ],
+)
+def test_assess_applied(probe: HealthProbe, force: bool, index: int | None, state: Applied) -> None:
+    got = assess_applied(probe=probe, force=force, raft_index=index)
+    assert got.state is state
+    assert got.message
