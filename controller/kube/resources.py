@@ -29,7 +29,7 @@ MICROTIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 def format_microtime(when: dt.datetime) -> str:
     """``when`` (timezone-aware) as a MicroTime string."""
     if when.utcoffset() is None:
-        raise ValueError("when must be timezone-aware")
+        raise ValueError("naive datetime: a MicroTime needs a timezone-aware time")
     return when.astimezone(dt.UTC).strftime(MICROTIME_FORMAT)
 
 

@@ -268,10 +268,11 @@ async def test_an_unreachable_openbao_blocks_visibly_and_the_backup_runs_once_it
 
     got = await until(blocked, what="Blocked=OpenBaoUnreachable")
     assert got["status"]["phase"] == "Pending"
-    cluster_cond = await until(
-        lambda: cluster.condition("PreflightBlocked"), what="PreflightBlocked on the cluster"
-    )
-    assert cluster_cond["status"] == "True"
+    async def cluster_blocked() -> dict[str, Any] | None:
+        cond = await cluster.condition("PreflightBlocked")
+        return cond if cond and cond["status"] == "True" else None
+
+    cluster_cond = await until(cluster_blocked, what="PreflightBlocked=True on the cluster")
     assert cluster_cond["reason"] == "OpenBaoUnreachable"
     labels = {"namespace": world.namespace, "cluster": "down"}
     assert sample("openbao_backup_preflight_blocked", **labels) == 1.0
