@@ -1,4 +1,4 @@
-"""Entry point: ``python -m executor backup|restore|delete``.
+"""Entry point: ``python -m executor backup|restore|delete|verify``.
 
 Guarantees:
 
@@ -32,7 +32,9 @@ from executor.progress import Progress
 from executor.report import EXIT_CODES, Report, ReportError
 from executor.secrets import scrub
 
-USAGE = "usage: python -m executor backup|restore|delete   (configuration: OBB_* environment)"
+USAGE = (
+    "usage: python -m executor backup|restore|delete|verify   (configuration: OBB_* environment)"
+)
 
 Runner = Callable[..., Awaitable[None]]
 
@@ -46,6 +48,10 @@ def _runner(mode: str) -> Runner:
         from executor.restore import run_restore
 
         return run_restore
+    if mode == "verify":
+        from executor.verify import run_verify
+
+        return run_verify
     from executor.delete import run_delete
 
     return run_delete

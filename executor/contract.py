@@ -48,7 +48,7 @@ __all__ = [
     "unknown_variables",
 ]
 
-Mode = Literal["backup", "restore", "delete"]
+Mode = Literal["backup", "restore", "delete", "verify"]
 Provider = Literal["s3", "gcs", "azure"]
 AuthMethod = Literal["jwt", "kubernetes", "token"]
 
@@ -62,7 +62,8 @@ GiB = 1024 * MiB
 
 #: Largest accepted ``OBB_DELETE_KEYS`` JSON, so a delete report always fits in 4 KiB.
 MAX_DELETE_KEYS_JSON = 3000
-MAX_KEY_LENGTH = 512
+#: Longest snapshot key accepted (the OpenBaoRestore CRD's limit; S3 and GCS allow 1024 bytes).
+MAX_KEY_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,12 @@ RESTORE_APPLY_TIMEOUT = _v(
     "seeing it is logged, not a failure.",
     default="120", modes=("restore",),
 )
+VERIFY_KEY = _v(
+    "Verify", "OBB_VERIFY_KEY",
+    "Key of the snapshot to check against its manifest (read only: manifest, size, one "
+    "streaming pass through the archive verifier; no OpenBao).",
+    modes=("verify",), required="yes",
+)
 DELETE_KEYS = _v(
     "Delete", "OBB_DELETE_KEYS",
     f"JSON list of snapshot keys to delete with their manifests (at most "
@@ -409,6 +416,11 @@ class RestoreSettings:
 
 
 @dataclass(frozen=True)
+class VerifySettings:
+    key: str
+
+
+@dataclass(frozen=True)
 class DeleteSettings:
     keys: tuple[str, ...]
 
@@ -425,6 +437,7 @@ class Config:
     termination_message_path: Path
     log_level: str
     timeout: float
+    verify: VerifySettings | None = None
 
     def to_env(self) -> dict[str, str]:
         """Our ``OBB_`` variables for this configuration (no secrets, no provider variables)."""
@@ -484,6 +497,8 @@ class Config:
             env[RESTORE_KEY.name] = self.restore.key
             env[RESTORE_FORCE.name] = _bool(self.restore.force)
             env[RESTORE_APPLY_TIMEOUT.name] = _num(self.restore.apply_timeout)
+        if self.verify is not None:
+            env[VERIFY_KEY.name] = self.verify.key
         if self.delete is not None:
             env[DELETE_KEYS.name] = json.dumps(list(self.delete.keys), separators=(",", ":"))
         return env
@@ -664,6 +679,7 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
     openbao = _openbao(r, connect_timeout=connect_timeout) if m in _BAO else None
 
     backup = restore = delete = None
+    verify = None
     if m == "backup":
         trigger = r.text(TRIGGER) or "manual"
         if not _TRIGGER.match(trigger):
@@ -678,6 +694,11 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
             force=r.flag(RESTORE_FORCE),
             apply_timeout=r.number(RESTORE_APPLY_TIMEOUT, lo=1, hi=3600),
         )
+    elif m == "verify":
+        key = r.text(VERIFY_KEY, required=True) or ""
+        if key:
+            _check_key_shape(r, VERIFY_KEY, key)
+        verify = VerifySettings(key=key)
     else:
         delete = DeleteSettings(keys=_delete_keys(r, storage.path_prefix, namespace, name))
 
@@ -686,7 +707,7 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
     return Config(
         mode=m, cluster=cluster, storage=storage, openbao=openbao, backup=backup,
         restore=restore, delete=delete, termination_message_path=term, log_level=log_level,
-        timeout=timeout,
+        timeout=timeout, verify=verify,
     )
 
 

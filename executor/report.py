@@ -4,7 +4,7 @@ Guarantees:
 
 * the JSON has exactly these fields (schema version 1)::
 
-    {"v": 1, "mode": "backup|restore|delete", "outcome": "succeeded|failed",
+    {"v": 1, "mode": "backup|restore|delete|verify", "outcome": "succeeded|failed",
      "key": str|null, "manifestKey": str|null, "size": int|null, "sha256": str|null,
      "startedAt": RFC3339, "finishedAt": RFC3339, "durationSeconds": float,
      "openbaoVersion": str|null, "raftIndex": int|null, "raftTerm": int|null,
@@ -16,6 +16,9 @@ Guarantees:
 * for a backup, ``key``/``manifestKey`` name the objects written; when a backup failed,
   ``key`` is the key that was attempted (nothing is left there unless ``error.message`` says
   so) and ``manifestKey`` is null; for a restore, ``key`` is the snapshot restored; for a
+  verify, ``key`` is the snapshot checked and ``manifestKey``, ``size``, ``sha256``,
+  ``raftIndex``, ``raftTerm`` and ``openbaoVersion`` are its manifest's (``outcome`` says
+  whether the object matched them; they are null when no manifest could be read); for a
   delete, ``deletedKeys`` lists the snapshot keys now absent (deleted or already gone);
 * :meth:`Report.to_json` is ASCII-only and at most :data:`MAX_BYTES` bytes (the kubelet keeps
   4096): the error message is shortened first, then ``deletedKeys`` (with a note in the
@@ -35,7 +38,7 @@ from typing import Any, Literal, get_args
 from executor.errors import ErrorClass
 
 Outcome = Literal["succeeded", "failed"]
-ReportMode = Literal["backup", "restore", "delete"]
+ReportMode = Literal["backup", "restore", "delete", "verify"]
 REPORT_VERSION = 1
 MAX_BYTES = 4000
 

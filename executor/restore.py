@@ -2,11 +2,11 @@
 
 Guarantees:
 
-* a snapshot without a readable manifest, or whose object size differs from it, is refused
-  (verification error) before OpenBao is touched;
-* PASS 1 streams the object once through :class:`~executor.archive.SnapshotVerifier`: it must
-  be a complete archive whose SHA-256 and size equal the manifest's. Nothing is sent to OpenBao
-  before this pass succeeded;
+* PASS 1 is :func:`executor.verify.verify_stored`, the whole of ``python -m executor verify``:
+  a snapshot without a readable manifest, or whose object size differs from it, is refused
+  (verification error), then the object is streamed once through
+  :class:`~executor.archive.SnapshotVerifier`: it must be a complete archive whose SHA-256 and
+  size equal the manifest's. Nothing is sent to OpenBao before this pass succeeded;
 * PASS 2 streams the same object again, pinned to the version seen in pass 1 (ETag /
   generation precondition), into ``POST sys/storage/raft/snapshot`` (or ``snapshot-force`` with
   ``OBB_RESTORE_FORCE``) on the active node, hashing as it goes and HOLDING BACK the last chunk
@@ -23,23 +23,20 @@ Guarantees:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
-from executor.archive import SnapshotVerifier
 from executor.contract import Config
-from executor.errors import ExecutorError, ObjectNotFound, StorageError, VerificationError
-from executor.layout import Manifest, manifest_key
+from executor.errors import ExecutorError, StorageError, VerificationError
+from executor.layout import Manifest
 from executor.log import get_logger
 from executor.openbao import OpenBao
 from executor.progress import Progress
 from executor.storage import open_sink
 from executor.storage.base import SnapshotSink
+from executor.verify import verify_stored
 
 log = get_logger("executor.restore")
-
-MANIFEST_LIMIT = 64 << 10
 
 
 async def run_restore(*, config: Config, progress: Progress) -> None:
@@ -52,17 +49,8 @@ async def run_restore(*, config: Config, progress: Progress) -> None:
         await bao.find_leader()  # fail fast before a long verification pass
         progress.enter("opening the storage")
         async with open_sink(settings=config.storage) as sink:
-            progress.enter("reading the manifest")
-            manifest, version = await _manifest_and_version(sink=sink, key=key)
-            progress.size = manifest.size
-            progress.sha256 = manifest.sha256
-            progress.openbao_version = manifest.openbaoVersion
-            progress.raft_index = manifest.raftIndex
-            progress.raft_term = manifest.raftTerm
-            progress.manifest_key = manifest_key(key)
-
-            progress.enter("verifying the stored snapshot")
-            await _verify_pass(sink=sink, key=key, version=version, manifest=manifest)
+            stored = await verify_stored(objects=sink, key=key, progress=progress)
+            manifest, version = stored.manifest, stored.version
 
             progress.enter("locating the active OpenBao node")
             leader = await bao.find_leader()
@@ -87,54 +75,6 @@ async def run_restore(*, config: Config, progress: Progress) -> None:
                 log.warning("could not observe OpenBao applying the restore within "
                             "OBB_RESTORE_APPLY_TIMEOUT; it accepted the snapshot (204)",
                             timeout=config.restore.apply_timeout)
-
-
-async def _manifest_and_version(*, sink: SnapshotSink, key: str) -> tuple[Manifest, str | None]:
-    mkey = manifest_key(key)
-    try:
-        raw = await sink.read_small(key=mkey, limit=MANIFEST_LIMIT)
-    except ObjectNotFound:
-        try:
-            await sink.head(key=key)
-        except ObjectNotFound:
-            raise ObjectNotFound(f"the snapshot {key} does not exist") from None
-        raise VerificationError(
-            f"{key} has no manifest ({mkey}): refusing to restore a snapshot that cannot be "
-            "verified"
-        ) from None
-    try:
-        manifest = Manifest.from_json(raw)
-    except ValueError as exc:
-        raise VerificationError(f"the manifest {mkey} is invalid: {exc}") from None
-    if manifest.key != key:
-        raise VerificationError(f"the manifest {mkey} describes {manifest.key!r}, not {key!r}")
-    try:
-        info = await sink.head(key=key)
-    except ObjectNotFound:
-        raise ObjectNotFound(f"the snapshot {key} does not exist") from None
-    if info.size != manifest.size:
-        raise VerificationError(
-            f"{key} has {info.size} bytes but its manifest says {manifest.size}"
-        )
-    return manifest, info.version
-
-
-async def _verify_pass(
-    *, sink: SnapshotSink, key: str, version: str | None, manifest: Manifest
-) -> None:
-    verifier = SnapshotVerifier()
-    async with sink.get(key=key, version=version) as chunks:
-        async for chunk in chunks:
-            await asyncio.to_thread(verifier.feed, chunk)
-            if verifier.size > manifest.size:
-                raise VerificationError(f"{key} is longer than its manifest's {manifest.size}")
-    verified = verifier.finish()
-    if (verified.sha256, verified.size) != (manifest.sha256, manifest.size):
-        raise VerificationError(
-            f"{key} does not match its manifest: sha256 {verified.sha256} / {verified.size} "
-            f"bytes, manifest {manifest.sha256} / {manifest.size} bytes"
-        )
-    log.info("stored snapshot verified", key=key, sha256=verified.sha256, size=verified.size)
 
 
 class _GuardedBody:

@@ -268,6 +268,7 @@ async def test_an_unreachable_openbao_blocks_visibly_and_the_backup_runs_once_it
 
     got = await until(blocked, what="Blocked=OpenBaoUnreachable")
     assert got["status"]["phase"] == "Pending"
+
     async def cluster_blocked() -> dict[str, Any] | None:
         cond = await cluster.condition("PreflightBlocked")
         return cond if cond and cond["status"] == "True" else None

@@ -116,7 +116,17 @@ def test_defaults() -> None:
     assert node("OpenBaoBackup", ".spec.trigger")["default"] == "manual"
     phases = ["Pending", "Running", "Succeeded", "Failed"]
     assert node("OpenBaoBackup", ".status.phase")["enum"] == phases
-    assert node("OpenBaoRestore", ".status.phase")["enum"] == phases
+    assert node("OpenBaoRestore", ".status.phase")["enum"] == [
+        "Pending",
+        "Validating",
+        "SafetySnapshot",
+        "Restoring",
+        "Verifying",
+        "Succeeded",
+        "Failed",
+    ]
+    assert node("OpenBaoRestore", ".spec.safetySnapshot")["default"] is True
+    assert node("OpenBaoRestore", ".spec.verifyTimeoutSeconds")["default"] == 600
 
 
 def test_cluster_status_has_every_field_of_the_issue() -> None:

@@ -543,7 +543,14 @@ async def test_backup_status_is_validated(
 
 async def test_restore_round_trip_and_rules(api: k8s.CustomObjectsApi, namespace: str) -> None:
     created = await create(api, namespace, "openbaorestores", restore_body(backupName="b1"))
-    assert created["spec"] == {"cluster": "prod", "backupName": "b1", "force": False}
+    assert created["spec"] == {
+        "cluster": "prod",
+        "backupName": "b1",
+        "force": False,
+        "allowForeignKey": False,
+        "safetySnapshot": True,
+        "verifyTimeoutSeconds": 600,
+    }
     by_key = await create(
         api,
         namespace,
@@ -552,10 +559,10 @@ async def test_restore_round_trip_and_rules(api: k8s.CustomObjectsApi, namespace
     )
     assert by_key["spec"]["force"] is True
     status = {
-        "phase": "Running",
+        "phase": "Restoring",
         "key": "openbao/ns/prod/x.snap",
         "startTime": "2026-06-01T03:00:00Z",
-        "jobName": "restore-1-restore",
+        "restoreJob": "restore-1-restore",
         "conditions": [],
     }
     await patch(api, namespace, "openbaorestores", "restore-1", {"status": status}, status=True)
@@ -573,8 +580,8 @@ async def test_restore_round_trip_and_rules(api: k8s.CustomObjectsApi, namespace
     [
         ({}, "set exactly one of backupName or key"),
         ({"backupName": "b1", "key": "a/b.snap"}, "set exactly one of backupName or key"),
-        ({"key": "a/b.tar"}, "key must be a snapshot key ending in .snap"),
-        ({"key": "/a/b.snap"}, "key must be a snapshot key ending in .snap"),
+        ({"key": "a/b.tar"}, "key must end in .snap"),
+        ({"key": "/a/b.snap"}, "key must not start with '/'"),
         ({"backupName": "b1", "clusterNamespace": "x"}, 'unknown field "spec.clusterNamespace"'),
     ],
 )
