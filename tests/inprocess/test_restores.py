@@ -9,6 +9,7 @@ snapshot, the operation lock against concurrent backups, and that nothing is ret
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from typing import Any
 
 from controller import metrics
@@ -85,6 +86,10 @@ async def restore_events(cluster: Cluster, name: str) -> list[str]:
     return [e["reason"] for e in await cluster.events() if e["regarding"]["name"] == name]
 
 
+async def _has_event(cluster: Cluster, name: str, reason: str) -> bool:
+    return reason in await restore_events(cluster, name)
+
+
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or ()}
 
@@ -133,6 +138,7 @@ async def test_restore_of_a_backup_with_safety_snapshot_while_backups_wait(world
     assert {"Validated", "SafetySnapshotTaken", "Restored", "Verified"} <= set(conds)
     assert "UnsealRequired" not in conds
     assert done["status"]["durationSeconds"] >= 0
+    await until(lambda: _has_event(cluster, "r1", "RestoreSucceeded"), what="RestoreSucceeded")
     reasons = await restore_events(cluster, "r1")
     for reason in (
         "RestoreValidating",
@@ -171,7 +177,7 @@ async def test_a_failed_restore_stays_failed_and_is_never_retried(world: World) 
     )
     failed = await wait_restore(world, "r2", {"Failed"})
     assert failed["status"]["failureReason"] == "snapshot"
-    assert "RestoreFailed" in await restore_events(cluster, "r2")
+    await until(lambda: _has_event(cluster, "r2", "RestoreFailed"), what="RestoreFailed event")
     await cluster.wait_lock_free()
     await world.controller.settle()
     posts = [
@@ -229,7 +235,7 @@ async def test_bad_sources_fail_at_once_with_the_reason(world: World) -> None:
     for name, reason in (("missing", "BackupNotFound"), ("outside", "KeyOutsidePrefix")):
         got = await wait_restore(world, name, {"Failed"})
         assert got["status"]["failureReason"] == reason
-        assert "RestoreFailed" in await restore_events(world.cluster, name)
+        await until(partial(_has_event, world.cluster, name, "RestoreFailed"), what="event")
     await world.controller.settle()
     assert [j for j in await world.cluster.jobs() if "verify" in j["metadata"]["name"]] == []
 
