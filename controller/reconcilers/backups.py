@@ -14,9 +14,10 @@ step           what                                                         modu
 deletion       records being deleted: cancel a run, delete the snapshot     act/deletion
 running        the running record: renew the lock, or record the result     act/running
 finish         terminal records: count once, retention, release lock/Job    act/outcome
+restore        each OpenBaoRestore of the cluster, one phase after another  act/restoring
 schedule       a due cron window becomes a record                           act/planning
 trigger        a trigger-annotation value becomes a record (or coalesces)   act/planning
-launch         the oldest Pending record: preflight, lock, executor Job     act/launch
+launch         the oldest Pending record: preflight, lock, executor Job     act/launch_step
 bookkeeping    conditions, next window, a timed requeue (no polling)        act/bookkeeping
 =============  ===========================================================  ==================
 
@@ -50,7 +51,7 @@ from functools import partial
 from controller.backup.act import (
     bookkeeping,
     deletion,
-    launch,
+    launch_step,
     outcome,
     planning,
     restoring,
@@ -74,7 +75,6 @@ from controller.backup.decide.records import (
     has_finalizer,
     is_deleting,
     name_of,
-    next_pending,
     phase_of,
 )
 from controller.backup.decide.records import (
@@ -214,7 +214,9 @@ class BackupManager:
 
         blocked: str | None = None
         if not active:
-            blocked = await self._launch_next(run, cluster)
+            blocked = await launch_step.launch_next(
+                d, self._guard, run, cluster, self._records(run)
+            )
         await self._bookkeep(
             run,
             config_error=planned.invalid,
@@ -248,63 +250,6 @@ class BackupManager:
         run.cluster_obj = await outcome.finish(
             self.deps, record=record, cluster_obj=run.cluster_obj
         )
-
-    async def _launch_next(self, run: Pass, cluster: ClusterSpec) -> str | None:
-        """Launch the oldest Pending record; the ``Reason: message`` it is blocked by, if any."""
-        d = self.deps
-        metrics = d.metrics.get(run.key)
-        records = self._records(run)
-        while (record := next_pending(records.values())) is not None:
-            missed = launch.past_deadline(record, cluster=cluster, now=d.now())
-            if not missed:
-                break
-            await self._guard.step(
-                run,
-                Step.LAUNCH,
-                partial(
-                    outcome.fail_record,
-                    d,
-                    record=record,
-                    reason="MissedSchedule",
-                    message=missed,
-                    counted=False,
-                ),
-            )
-            if metrics is not None:
-                metrics.missed(1)
-            records = {k: v for k, v in records.items() if k != name_of(record)}
-        if record is None:
-            if metrics is not None:
-                metrics.preflight_blocked(False)
-            return None
-        started = await self._guard.step(
-            run, Step.LAUNCH, lambda: self._launch(run, cluster, record), record=record
-        )
-        if isinstance(started, launch.Blocked):
-            if metrics is not None:
-                metrics.preflight_blocked(True)
-            run.wait((started.retry_at - d.now()).total_seconds())
-            return f"{started.reason}: {started.message}"
-        if metrics is not None:
-            metrics.preflight_blocked(False)
-        if started is not None:
-            if metrics is not None:
-                metrics.in_progress(True)
-                metrics.lock(held_since=d.now().timestamp())
-            run.wait(d.lock.renew_every)
-            run.backup_status["activeBackup"] = name_of(started)
-        return None
-
-    async def _launch(
-        self, run: Pass, cluster: ClusterSpec, record: JSONObject
-    ) -> JSONObject | launch.Blocked:
-        assert run.cluster_obj is not None
-        result = await launch.launch(
-            self.deps, cluster=cluster, cluster_obj=run.cluster_obj, record=record
-        )
-        if isinstance(result, launch.Blocked):
-            await launch.mark_blocked(self.deps, record=record, blocked=result)
-        return result
 
     async def _bookkeep(
         self,
