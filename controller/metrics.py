@@ -517,6 +517,34 @@ RESTORE_IN_PROGRESS = Gauge(
     _CL,
     registry=REGISTRY,
 )
+VERIFY_LAST = Gauge(
+    "openbao_backup_last_verified_timestamp_seconds",
+    "Unix time of the newest restore drill that passed (0: never).",
+    _CL,
+    registry=REGISTRY,
+)
+VERIFY_ENABLED = Gauge(
+    "openbao_backup_verify_enabled",
+    "1 when spec.backup.verify schedules restore drills for the cluster.",
+    _CL,
+    registry=REGISTRY,
+)
+VERIFY_FAILURE = Counter(
+    "openbao_backup_verification_failures_total",
+    "Failed restore drills by reason.",
+    [*_CL, "reason"],
+    registry=REGISTRY,
+)
+VERIFY_FAILURE_REASONS = (
+    "MarkerMismatch",
+    "verification",
+    "storage",
+    "auth",
+    "snapshot",
+    "configuration",
+    "DeadlineExceeded",
+    "internal",
+)
 RESTORE_FAILURE_REASONS = (
     "ClusterNotFound",
     "InvalidSpec",
@@ -539,6 +567,7 @@ RECONCILE_STEPS = (
     "running",
     "finish",
     "restore",
+    "drill",
     "schedule",
     "trigger",
     "launch",
@@ -579,6 +608,8 @@ class BackupMetrics:
             BACKUP_FAILURE.labels(*self._labels, reason)
         for reason in RESTORE_FAILURE_REASONS:
             RESTORE_FAILURE.labels(*self._labels, reason)
+        for reason in VERIFY_FAILURE_REASONS:
+            VERIFY_FAILURE.labels(*self._labels, reason)
         BACKUP_AGE.labels(*self._labels).set_function(self._age)
         BACKUP_LOCK_HELD.labels(*self._labels).set_function(self._lock_held)
 
@@ -623,6 +654,16 @@ class BackupMetrics:
     def preflight_blocked(self, blocked: bool) -> None:
         BACKUP_PREFLIGHT_BLOCKED.labels(*self._labels).set(1 if blocked else 0)
 
+    def verify_enabled(self, enabled: bool) -> None:
+        VERIFY_ENABLED.labels(*self._labels).set(1 if enabled else 0)
+
+    def verified(self, *, at: float) -> None:
+        VERIFY_LAST.labels(*self._labels).set(at)
+
+    def verification_failed(self, *, reason: str) -> None:
+        label = reason if reason in VERIFY_FAILURE_REASONS else "internal"
+        VERIFY_FAILURE.labels(*self._labels, label).inc()
+
     def restore_in_progress(self, active: bool) -> None:
         RESTORE_IN_PROGRESS.labels(*self._labels).set(1 if active else 0)
 
@@ -655,6 +696,9 @@ class BackupMetrics:
         for reason in RESTORE_FAILURE_REASONS:
             with contextlib.suppress(KeyError):
                 RESTORE_FAILURE.remove(*self._labels, reason)
+        for reason in VERIFY_FAILURE_REASONS:
+            with contextlib.suppress(KeyError):
+                VERIFY_FAILURE.remove(*self._labels, reason)
 
 
 def exposition() -> tuple[bytes, str]:

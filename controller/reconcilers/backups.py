@@ -11,12 +11,13 @@ each is idempotent, so a crash anywhere is repaired by the next reconcile:
 =============  ===========================================================  ==================
 step           what                                                         module
 =============  ===========================================================  ==================
-deletion       records being deleted: cancel a run, delete the snapshot     act/deletion
 running        the running record: renew the lock, or record the result     act/running
 finish         terminal records: count once, retention, release lock/Job    act/outcome
+deletion       records being deleted: cancel a run, delete the snapshot     act/deletion
 restore        each OpenBaoRestore of the cluster, one phase after another  act/restoring
 schedule       a due cron window becomes a record                           act/planning
 trigger        a trigger-annotation value becomes a record (or coalesces)   act/planning
+drill          record finished restore drills, start a due one              act/drilling
 launch         the oldest Pending record: preflight, lock, executor Job     act/launch_step
 bookkeeping    conditions, next window, a timed requeue (no polling)        act/bookkeeping
 =============  ===========================================================  ==================
@@ -51,6 +52,7 @@ from functools import partial
 from controller.backup.act import (
     bookkeeping,
     deletion,
+    drilling,
     launch_step,
     outcome,
     planning,
@@ -117,7 +119,17 @@ class BackupManager:
         )
         cluster, spec_error = _parse(run.cluster_obj)
 
+        active = False
+        for rec in running_records(run.records.values()):
+            still = await self._guard.step(
+                run, Step.RUNNING, partial(self._drive, run, rec), record=rec
+            )
+            active = active or bool(still) or phase_of(run.records[name_of(rec)]) == RUNNING
         for rec in list(run.records.values()):
+            if phase_of(rec) in TERMINAL:
+                await self._guard.step(run, Step.FINISH, partial(self._finish, run, rec))
+
+        for rec in list(self._records(run).values()):
             if is_deleting(rec):
                 run.wait(
                     await self._guard.step(
@@ -128,16 +140,6 @@ class BackupManager:
                 )
             elif not has_finalizer(rec, SNAPSHOT_FINALIZER):
                 await self._guard.step(run, Step.DELETION, partial(deletion.adopt, d, record=rec))
-
-        active = False
-        for rec in running_records(run.records.values()):
-            still = await self._guard.step(
-                run, Step.RUNNING, partial(self._drive, run, rec), record=rec
-            )
-            active = active or bool(still) or phase_of(run.records[name_of(rec)]) == RUNNING
-        for rec in list(run.records.values()):
-            if phase_of(rec) in TERMINAL:
-                await self._guard.step(run, Step.FINISH, partial(self._finish, run, rec))
 
         for restore in d.restores_of(namespace=namespace, cluster=name):
             step = partial(
@@ -211,6 +213,8 @@ class BackupManager:
         if triggered is not None:
             run.backup_status.update(triggered.backup_status)
         run.backup_status.update(planned.backup_status)
+        drilled = await self._drills(run, cluster)
+        config_error = "; ".join(e for e in (planned.invalid, drilled.invalid) if e)
 
         blocked: str | None = None
         if not active:
@@ -219,7 +223,7 @@ class BackupManager:
             )
         await self._bookkeep(
             run,
-            config_error=planned.invalid,
+            config_error=config_error,
             planned=planned,
             suspended=cluster.backup.suspend,
             blocked=blocked,
@@ -250,6 +254,33 @@ class BackupManager:
         run.cluster_obj = await outcome.finish(
             self.deps, record=record, cluster_obj=run.cluster_obj
         )
+
+    async def _drills(self, run: Pass, cluster: ClusterSpec) -> planning.Planned:
+        """Record finished restore drills, then start the one a due window asks for."""
+        d = self.deps
+        assert cluster.backup is not None
+        metrics = d.metrics.get(run.key)
+        if metrics is not None:
+            metrics.verify_enabled(cluster.backup.verify is not None)
+        for rec in drilling.running(self._records(run)):
+            assert run.cluster_obj is not None
+            step = partial(drilling.observe, d, cluster_obj=run.cluster_obj, record=rec)
+            updated = await self._guard.step(run, Step.DRILL, step)
+            if updated is not None:
+                run.cluster_obj = updated
+        assert run.cluster_obj is not None
+        step2 = partial(
+            drilling.plan,
+            d,
+            cluster=cluster,
+            cluster_obj=run.cluster_obj,
+            records=self._records(run),
+        )
+        drilled = await self._guard.step(run, Step.DRILL, step2) or planning.Planned()
+        if drilled.next_window is not None:
+            run.wait((drilled.next_window - d.now()).total_seconds())
+        run.backup_status.update(drilled.backup_status)
+        return drilled
 
     async def _bookkeep(
         self,

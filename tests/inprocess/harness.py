@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -127,13 +128,16 @@ class Armed:
     applied: bool = False
     seen: int = 0
     fired: list[Call] = field(default_factory=list)
+    where: Callable[[Call], bool] | None = None
+    """Optional: only calls this predicate accepts match (one call site among a key's)."""
 
     def matches(self, call: Call) -> bool:
-        return (call.verb, call.resource, call.subresource) == (
+        same = (call.verb, call.resource, call.subresource) == (
             self.verb,
             self.resource,
             self.subresource,
         )
+        return same and (self.where is None or self.where(call))
 
     @property
     def exhausted(self) -> bool:
@@ -192,8 +196,10 @@ class Faults:
         nth: int = 1,
         times: int = 1,
         applied: bool | None = None,
+        where: Callable[[Call], bool] | None = None,
     ) -> Armed:
-        """Fail the ``nth`` matching call from now on (and the next ``times - 1`` ones)."""
+        """Fail the ``nth`` matching call from now on (and the next ``times - 1`` ones);
+        ``where`` narrows the match to the calls it accepts."""
         armed = Armed(
             verb=verb,
             resource=resource,
@@ -202,6 +208,7 @@ class Faults:
             nth=nth,
             times=times,
             applied=(status == "timeout") if applied is None else applied,
+            where=where,
         )
         self.armed.append(armed)
         return armed
@@ -328,8 +335,10 @@ async def until(
 # -- the controller in process ---------------------------------------------------------------
 
 
-def controller_settings(*, kubeconfig: Path, namespace: str) -> Settings:
-    return Settings(
+def controller_settings(*, kubeconfig: Path, namespace: str, **overrides: Any) -> Settings:
+    """The in-process App's settings; ``overrides`` replace fields (e.g.
+    ``operation_lock_seconds``)."""
+    settings = Settings(
         kubeconfig=kubeconfig,
         namespaces=(namespace,),
         leader_elect=False,
@@ -341,6 +350,7 @@ def controller_settings(*, kubeconfig: Path, namespace: str) -> Settings:
         executor_image="example.invalid/openbao-backup:test",
         log_level="warning",
     )
+    return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
 async def faulty_clients(settings: Settings, faults: Faults) -> KubeClients:
@@ -395,9 +405,12 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def run_controller(*, kubeconfig: Path, namespace: str) -> AsyncIterator[Running]:
-    """The real App watching only ``namespace``, stopped cleanly (request_stop + await)."""
-    settings = controller_settings(kubeconfig=kubeconfig, namespace=namespace)
+async def run_controller(
+    *, kubeconfig: Path, namespace: str, **overrides: Any
+) -> AsyncIterator[Running]:
+    """The real App watching only ``namespace``, stopped cleanly (request_stop + await);
+    ``overrides`` replace settings fields."""
+    settings = controller_settings(kubeconfig=kubeconfig, namespace=namespace, **overrides)
     faults = Faults()
     clients = await faulty_clients(settings, faults)
     app = App(settings, clients=clients)

@@ -14,12 +14,16 @@ Guarantees:
 * a delete Job runs only while it holds the cluster's operation lock (``delete/<record>``),
   renewed while it runs and released when it ends: snapshots are never deleted while a
   restore (or a backup) of the cluster runs;
-* a failed delete Job is reported (event, condition) and retried with a fresh Job.
+* a failed delete Job is reported (a ``SnapshotDeleteFailed`` event) and replaced by a fresh
+  Job :data:`~..decide.timing.DELETE_RETRY_SECONDS` after it failed;
+* the record's finalizer goes only after its outcome was counted and its lock released (the
+  finish step runs first in every reconcile), and after the delete Job's result finalizers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +38,7 @@ from controller.backup.decide.records import (
     RUNNING,
     SNAPSHOT_FINALIZER,
     SUCCEEDED,
+    TERMINAL,
     has_finalizer,
     name_of,
     phase_of,
@@ -106,23 +111,31 @@ async def handle(
     if phase == RUNNING:
         job = deps.job_of(namespace=ns, record=rec, purpose=names.JobPurpose.BACKUP)
         if job is not None and not job["metadata"].get("deletionTimestamp"):
+            # The event first: a delete that times out may still have happened, and the next
+            # pass would then see the Job terminating and say nothing.
+            await deps.events.emit(
+                obj=record,
+                type="Warning",
+                reason="BackupCancelled",
+                note="record deleted while its backup ran; its Job is deleted",
+            )
             with contextlib.suppress(NotFound):
                 await deps.api.delete(
                     path=JOB.path(namespace=ns, name=job["metadata"]["name"]),
                     propagation="Foreground",
                 )
-            await deps.events.emit(
-                obj=record,
-                type="Warning",
-                reason="BackupCancelled",
-                note="record deleted while its backup ran; Job deleted",
-            )
-        return None  # the run's outcome is recorded first (runs.observe), then we continue
+        return None  # the run's outcome is recorded first (running.observe), then we continue
     status = record.get("status") or {}
+    if phase in TERMINAL and not status.get("accounted"):
+        return None  # the finish step counts it and releases its lock first (same pass)
     key = status.get("key")
     policy = (record.get("spec") or {}).get("deletionPolicy") or "Delete"
     deleted = cond.is_true(status.get("conditions"), cond.SNAPSHOT_DELETED)
     if phase != SUCCEEDED or not key or policy == "Retain" or deleted:
+        # A delete Job whose result is recorded lets go of its finalizers (a no-op without one).
+        await release_finalizers(
+            deps, namespace=ns, job_name=names.job_name(record=rec, purpose=DELETE)
+        )
         await _remove_finalizer(deps, record)
         return None
     target = _target_for(record, cluster)
@@ -200,12 +213,26 @@ async def handle(
         obj=record,
         type="Warning",
         reason="SnapshotDeleteFailed",
-        note=f"{result.reason}: {result.message}; retrying",
+        note=f"{result.reason}: {result.message}; retrying in {DELETE_RETRY_SECONDS:.0f}s",
     )
+    # Pace the retries by the failed Job's own end: it is replaced only DELETE_RETRY_SECONDS
+    # after it failed, however often the reconcile runs meanwhile.
+    failed_at = _finished_at(job) or deps.now()
+    wait = DELETE_RETRY_SECONDS - (deps.now() - failed_at).total_seconds()
+    if wait > 0:
+        return max(MIN_REQUEUE_SECONDS, wait)
     await release_finalizers(deps, namespace=ns, job_name=job_name)
     with contextlib.suppress(NotFound):
         await deps.api.delete(path=JOB.path(namespace=ns, name=job_name))
-    return DELETE_RETRY_SECONDS
+    return None
+
+
+def _finished_at(job: Mapping[str, Any]) -> dt.datetime | None:
+    """When a Job reached its terminal condition."""
+    for c in (job.get("status") or {}).get("conditions") or ():
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return cond.parse_time(c.get("lastTransitionTime"))
+    return None
 
 
 async def adopt(deps: Deps, *, record: JSONObject) -> None:

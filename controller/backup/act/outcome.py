@@ -12,14 +12,16 @@ Guarantees:
   compare-and-swap, so ``consecutiveFailures`` grows by exactly one per failed run and resets
   on success, whatever crashes in between; metrics follow only a write that happened;
 * :func:`finish` runs account -> retention (after a success only) -> the record's
-  ``accounted`` mark -> lock release -> Job finalizers; each part is idempotent, so a failure
-  anywhere is repaired by the next reconcile; the lock is released even when retention
-  fails (retention errors are raised after the release);
+  ``accounted`` mark -> lock release -> Job finalizers; each part is idempotent, and the
+  ``accounted`` mark is written only once accounting and retention went through, so a failure
+  anywhere is repaired by the next reconcile; the lock and the Job are let go even when an
+  earlier part failed (its error is raised afterwards);
 * ``status.backup`` timing/outcome fields change only when a run reached a terminal result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +34,7 @@ from controller.backup.decide import conditions as cond
 from controller.backup.decide import names
 from controller.backup.decide.records import FAILED, SUCCEEDED, created_at, name_of, phase_of
 from controller.cache.store import JSONObject
+from controller.errors import NotFound
 from controller.logging import get_logger
 
 JSON = dict[str, Any]
@@ -72,19 +75,21 @@ async def finish(
     ns, rec = str(record["metadata"]["namespace"]), name_of(record)
     cluster_name = str(record["spec"]["cluster"])
     status = record.get("status") or {}
-    retention_error: Exception | None = None
+    error: Exception | None = None
     if not status.get("accounted"):
-        if cluster_obj is not None and counts_as_run(record):
-            updated = await account(deps, cluster_obj=cluster_obj, record=record)
-            if updated is not None:
-                count_outcome(deps, cluster_obj=cluster_obj, record=record)
-                if phase_of(record) == SUCCEEDED:
-                    try:
-                        await prune.apply_retention(deps, cluster_obj=updated, record=record)
-                    except Exception as exc:  # raised below, after the lock is released
-                        retention_error = exc
-                cluster_obj = updated
-        record = await deps.status.backup(obj=record, status={"accounted": True})
+        try:
+            if cluster_obj is not None and counts_as_run(record):
+                updated = await account(deps, cluster_obj=cluster_obj, record=record)
+                if updated is not None:
+                    count_outcome(deps, cluster_obj=cluster_obj, record=record)
+                    cluster_obj = updated
+            if cluster_obj is not None and phase_of(record) == SUCCEEDED:
+                # Idempotent; retried (the record stays unaccounted) until it went through.
+                await prune.apply_retention(deps, cluster_obj=cluster_obj, record=record)
+            with contextlib.suppress(NotFound):  # a record already gone is accounted for
+                record = await deps.status.backup(obj=record, status={"accounted": True})
+        except Exception as exc:  # raised below, after the lock and the Job are let go
+            error = exc
     released = await deps.lock.release(
         namespace=ns, cluster=cluster_name, me=me(rec), now=deps.now()
     )
@@ -96,8 +101,8 @@ async def finish(
     await release_finalizers(
         deps, namespace=ns, job_name=names.job_name(record=rec, purpose=names.JobPurpose.BACKUP)
     )
-    if retention_error is not None:
-        raise retention_error
+    if error is not None:
+        raise error
     return cluster_obj
 
 

@@ -24,6 +24,7 @@ BACKUP_FAILING = "BackupFailing"  # the last finished backup failed
 SUSPENDED = "Suspended"
 PREFLIGHT_BLOCKED = "PreflightBlocked"  # a due backup waits: unhealthy cluster or lock held
 CONFIG_VALID = "ConfigValid"
+RESTORE_VERIFIED = "RestoreVerified"  # the newest restore drill passed (False: it failed)
 STALLED = "Stalled"  # a reconcile step keeps failing (the message says which and why)
 # Condition types of OpenBaoBackup.status
 COMPLETE = "Complete"

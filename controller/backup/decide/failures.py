@@ -47,6 +47,7 @@ class Step(enum.Enum):
     RUNNING = "running"
     FINISH = "finish"
     RESTORE = "restore"
+    DRILL = "drill"
     SCHEDULE = "schedule"
     TRIGGER = "trigger"
     LAUNCH = "launch"

@@ -44,8 +44,8 @@ from controller.cache.store import thaw
 from controller.kube.resources import OPENBAO_BACKUP, Resource
 from executor import contract as c
 
-Purpose = Literal["backup", "delete", "verify", "restore"]
-OPENBAO_PURPOSES: frozenset[str] = frozenset({"backup", "restore"})
+Purpose = Literal["backup", "delete", "verify", "restore", "drill"]
+OPENBAO_PURPOSES: frozenset[str] = frozenset({"backup", "restore", "drill"})
 """Purposes whose Job talks to OpenBao (and so gets its address, auth and CA)."""
 
 
@@ -101,7 +101,7 @@ def build_job(
     ``restore`` an OpenBaoRestore: ``owner=OPENBAO_RESTORE``) of ``cluster``."""
     backup = cluster.backup
     assert backup is not None, "build_job needs a cluster with spec.backup"
-    assert (restore is not None) == (purpose in ("verify", "restore")), "restore iff verify/restore"
+    assert (restore is not None) == (purpose in ("verify", "restore", "drill")), "what to restore"
     target = target_override or backup.target
     meta = record["metadata"]
     deadline = backup.executor.active_deadline_seconds
@@ -185,6 +185,9 @@ def build_job(
                     c.CLUSTER_UID.name: cluster.uid,
                 }
             )
+            if backup.marker is not None:
+                env[c.MARKER_PATH.name] = backup.marker.path
+                env[c.MARKER_KV_VERSION.name] = str(backup.marker.kv_version)
         if auth.method in ("jwt", "kubernetes"):
             env[c.AUTH_MOUNT.name] = auth.mount
             env[c.AUTH_ROLE.name] = str(auth.role)
@@ -216,6 +219,8 @@ def build_job(
         env[c.DELETE_KEYS.name] = json.dumps(list(delete_keys), separators=(",", ":"))
     elif purpose == "verify" and restore is not None:
         env[c.VERIFY_KEY.name] = restore.key
+    elif purpose == "drill" and restore is not None:
+        env[c.DRILL_KEY.name] = restore.key
     elif purpose == "restore" and restore is not None:
         env[c.RESTORE_KEY.name] = restore.key
         env[c.RESTORE_FORCE.name] = "true" if restore.force else "false"

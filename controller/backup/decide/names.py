@@ -36,13 +36,14 @@ _INVALID = re.compile(r"[^a-z0-9-]+")
 class JobPurpose(enum.Enum):
     """What an executor Job does; the value is the Job name's suffix.
 
-    BACKUP and DELETE jobs are named after their OpenBaoBackup, VERIFY and RESTORE jobs after
-    their OpenBaoRestore."""
+    BACKUP, DELETE and DRILL jobs are named after their OpenBaoBackup, VERIFY and RESTORE jobs
+    after their OpenBaoRestore."""
 
     BACKUP = "backup"
     DELETE = "delete"
     VERIFY = "verify"
     RESTORE = "restore"
+    DRILL = "drill"
 
 
 def is_dns_label(name: str) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.backup.decide import validation
+from controller.backup.decide.drill import Marker, Verify, parse_marker, parse_verify
 
 Provider = Literal["s3", "gcs", "azure"]
 AuthMethod = Literal["jwt", "kubernetes", "token"]
@@ -103,6 +104,8 @@ class BackupSpec:
     auth: Auth
     retention: Retention
     executor: ExecutorPod
+    marker: Marker | None = None
+    verify: Verify | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,8 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterSpec:
         retention = _retention(raw_backup.get("retention") or {}, problems)
         deadline = raw_backup.get("startingDeadlineSeconds")
         executor = _executor(raw_backup.get("executor") or {}, problems)
+        marker = parse_marker(raw_backup.get("marker"), problems)
+        verify = parse_verify(raw_backup.get("verify"), problems)
         if target is not None and auth is not None:
             backup = BackupSpec(
                 schedule=raw_backup.get("schedule") or None,
@@ -283,6 +288,8 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterSpec:
                 auth=auth,
                 retention=retention,
                 executor=executor,
+                marker=marker,
+                verify=verify,
             )
     if problems:
         raise SpecError(problems)

@@ -1,0 +1,104 @@
+"""The restore-drill Job: a pure function from (cluster, record) to a two-container Job.
+
+Guarantees:
+
+* the pod runs a scratch OpenBao (``spec.backup.verify.openbaoImage``) listening on the pod's
+  own loopback only (``127.0.0.1:<port>``), its Raft storage on an emptyDir, next to the
+  executor in mode ``drill``; the two share only that emptyDir (the executor creates the
+  "done" file there, which stops the server, so the Job completes);
+* the live cluster's unseal keys are mounted from the Secret the user names, into the drill
+  pod only (the controller never reads them); without it the drill verifies what it can and
+  says so;
+* everything else (hardening, labels, finalizers, deadline, storage and auth wiring) is
+  :func:`~.jobspec.build_job`'s, with purpose ``drill``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from controller.backup.decide.jobspec import RestoreRun, build_job
+from controller.backup.decide.spec import ClusterSpec, Target, parse_target
+from executor import contract as c
+
+JSON = dict[str, Any]
+DRILL_DIR = "/var/lib/openbao-drill"
+UNSEAL_KEYS_DIR = "/var/run/secrets/openbao-unseal-keys"
+
+
+def build_drill_job(
+    *,
+    cluster: ClusterSpec,
+    record: Mapping[str, Any],
+    job_name: str,
+    image: str,
+    ttl_seconds_after_finished: int,
+) -> JSON:
+    backup = cluster.backup
+    assert backup is not None, "a drill needs spec.backup"
+    assert backup.verify is not None, "a drill needs spec.backup.verify"
+    verify = backup.verify
+    key = str((record.get("status") or {}).get("key") or "")
+    target = backup.target
+    raw_target = (record.get("status") or {}).get("target")
+    job = build_job(
+        cluster=cluster,
+        record=record,
+        job_name=job_name,
+        purpose="drill",
+        image=image,
+        ttl_seconds_after_finished=ttl_seconds_after_finished,
+        restore=RestoreRun(key=key),
+        target_override=_target(raw_target) or target,
+    )
+    pod = job["spec"]["template"]["spec"]
+    executor = pod["containers"][0]
+    scratch = f"http://127.0.0.1:{verify.port}"
+    done = f"{DRILL_DIR}/done"
+    env = {e["name"]: e["value"] for e in executor["env"]}
+    env[c.OPENBAO_ADDR.name] = scratch
+    env.pop(c.OPENBAO_CACERT.name, None)  # the scratch server speaks plain HTTP on loopback
+    env[c.DRILL_ADDR.name] = scratch
+    env[c.DRILL_DONE_FILE.name] = done
+    if verify.unseal_keys is not None:
+        secret, item = verify.unseal_keys
+        pod["volumes"].append(
+            {
+                "name": "unseal-keys",
+                "secret": {"secretName": secret, "items": [{"key": item, "path": "keys"}]},
+            }
+        )
+        executor["volumeMounts"].append(
+            {"name": "unseal-keys", "mountPath": UNSEAL_KEYS_DIR, "readOnly": True}
+        )
+        env[c.UNSEAL_KEYS_FILE.name] = f"{UNSEAL_KEYS_DIR}/keys"
+    executor["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    pod["volumes"].append({"name": "drill", "emptyDir": {"sizeLimit": "4Gi"}})
+    executor["volumeMounts"].append({"name": "drill", "mountPath": DRILL_DIR})
+    server: JSON = {
+        "name": "openbao",
+        "image": verify.openbao_image,
+        "command": ["/bin/sh", "-c", c.DRILL_SERVER_SCRIPT],
+        "env": [
+            {"name": "DRILL_DIR", "value": DRILL_DIR},
+            {"name": "DRILL_PORT", "value": str(verify.port)},
+            {"name": "DRILL_DONE_FILE", "value": done},
+            {"name": "HOME", "value": DRILL_DIR},
+        ],
+        "volumeMounts": [{"name": "drill", "mountPath": DRILL_DIR}],
+        "resources": executor["resources"],
+        "securityContext": dict(executor["securityContext"]),
+    }
+    pod["containers"].append(server)
+    return job
+
+
+def _target(raw: Any) -> Target | None:
+    """The target the record was written to (``status.target``), if it parses."""
+    if not raw:
+        return None
+    try:
+        return parse_target(raw)
+    except ValueError:
+        return None
