@@ -1,4 +1,4 @@
-"""Entry point: ``python -m executor backup|restore|delete|verify``.
+"""Entry point: ``python -m executor backup|restore|delete|verify|drill``.
 
 Guarantees:
 
@@ -10,7 +10,10 @@ Guarantees:
   the report's exit code; a deadline or signal is reported with the error class of the phase
   it interrupted (:mod:`executor.progress`), after in-flight uploads were aborted;
 * logs are JSON lines on stderr; the report's error message and every log line pass through
-  :func:`executor.secrets.scrub`.
+  :func:`executor.secrets.scrub`;
+* in ``drill`` mode, ``OBB_DRILL_DONE_FILE`` (when set) is created after the report was
+  written, whatever happened, even with a bad configuration: the scratch OpenBao's container
+  stops when it appears.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from executor.report import EXIT_CODES, Report, ReportError
 from executor.secrets import scrub
 
 USAGE = (
-    "usage: python -m executor backup|restore|delete|verify   (configuration: OBB_* environment)"
+    "usage: python -m executor backup|restore|delete|verify|drill   "
+    "(configuration: OBB_* environment)"
 )
 
 Runner = Callable[..., Awaitable[None]]
@@ -52,6 +56,10 @@ def _runner(mode: str) -> Runner:
         from executor.verify import run_verify
 
         return run_verify
+    if mode == "drill":
+        from executor.drill import run_drill
+
+        return run_drill
     from executor.delete import run_delete
 
     return run_delete
@@ -132,6 +140,8 @@ def _report(
         raft_term=progress.raft_term,
         deleted_keys=progress.deleted_keys,
         error=report_error,
+        marker=progress.marker,
+        drill=progress.drill,
     )
 
 
@@ -153,11 +163,30 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     started = dt.datetime.now(dt.UTC)
     level = env.get(contract.LOG_LEVEL.name, "info").strip().lower()
     log.configure(level=level if level in ("debug", "info", "warning", "error") else "info")
-    logger = log.get_logger("executor")
     if len(args) != 1 or args[0] not in contract.MODES:
         sys.stderr.write(USAGE + "\n")
         return EXIT_CODES["configuration"]
     mode = args[0]
+    try:
+        return _main(mode, env, started)
+    finally:
+        if mode == "drill":
+            _signal_done(env.get(contract.DRILL_DONE_FILE.name, "").strip())
+
+
+def _signal_done(path: str) -> None:
+    """Create the drill's done file (best effort: a failure is logged)."""
+    if not path:
+        return
+    try:
+        Path(path).touch()
+    except OSError as exc:
+        log.get_logger("executor").error("cannot create the drill's done file", path=path,
+                                         error=str(exc))
+
+
+def _main(mode: str, env: Mapping[str, str], started: dt.datetime) -> int:
+    logger = log.get_logger("executor")
     progress = Progress(mode=mode)
     term_path = Path(env.get(contract.TERMINATION_MESSAGE_PATH.name, "").strip()
                      or contract.TERMINATION_MESSAGE_PATH.default or "/dev/termination-log")

@@ -5,13 +5,20 @@ Guarantees:
 * the snapshot is taken from the ACTIVE node and streamed straight into a storage upload
   while :class:`~executor.archive.SnapshotVerifier` hashes and parses it: memory stays bounded
   by the upload's parts in flight, whatever the snapshot size;
-* the upload is committed only after the verifier proved the archive complete and consistent;
-  on ANY failure before that (OpenBao error or disconnect, truncated/corrupt archive, storage
-  error, deadline, SIGTERM) the upload is aborted: nothing appears at the key;
+* the upload is committed only after the verifier proved the archive complete and consistent
+  AND the node that served it confirmed, after the last byte, that it is still the active node
+  with the ``active_time`` it had before the request (:meth:`OpenBao.confirm_source`; else a
+  ``leader`` error: leadership moved during the snapshot, or could not be confirmed);
+  on ANY failure before that (OpenBao error or disconnect, truncated/corrupt archive, leader
+  change, storage error, deadline, SIGTERM) the upload is aborted: nothing appears at the key;
 * the manifest (:class:`~executor.layout.Manifest`) is written after the snapshot object; if
   it cannot be written, the snapshot object is deleted again (a snapshot without manifest is
   not a backup) and the run fails with a storage error that says whether that delete worked;
-* the login token is revoked at the end, success or not (static tokens are left alone).
+* the login token is revoked at the end, success or not (static tokens are left alone);
+* with ``OBB_MARKER_PATH`` the freshness marker (:mod:`executor.marker`) is written with our
+  token before the upload begins and the snapshot is requested, and recorded in the manifest
+  and the report; if it cannot be written the run fails (``auth`` for 403, else
+  ``snapshot``) before anything was uploaded.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from executor import __version__
 from executor.archive import SnapshotVerifier, VerifiedSnapshot
 from executor.contract import Config
 from executor.errors import StorageError
-from executor.layout import Manifest, manifest_key, rfc3339, snapshot_key
+from executor.layout import Manifest, Marker, manifest_key, rfc3339, snapshot_key
 from executor.log import get_logger
+from executor.marker import new_marker, write_marker
 from executor.openbao import Leader, OpenBao
 from executor.progress import Progress
 from executor.storage import open_sink
@@ -61,6 +69,8 @@ async def _backup(
         suffix=uuid.uuid4().hex[:8],
     )
     progress.key = key
+    marker = await _write_marker(config=config, progress=progress, bao=bao, leader=leader,
+                                 record=config.backup.backup_name or key)
     metadata = {
         "obb-namespace": config.cluster.namespace,
         "obb-cluster": config.cluster.name,
@@ -72,7 +82,9 @@ async def _backup(
     progress.enter("streaming the snapshot")
     upload = await sink.begin(key=key, metadata=metadata)
     try:
-        verified = await _transfer(bao=bao, leader=leader, upload=upload)
+        verified, source = await _transfer(bao=bao, leader=leader, upload=upload)
+        progress.enter("locating the active OpenBao node")  # a leader-class step
+        await bao.confirm_source(source)
         progress.enter("committing the snapshot")
         await upload.commit(sha256=verified.sha256, size=verified.size)
     except BaseException:
@@ -103,6 +115,7 @@ async def _backup(
         raftConfigurationIndex=verified.meta.configuration_index,
         snapshotMetaVersion=verified.meta.version,
         executorVersion=__version__,
+        marker=marker,
     )
     mkey = manifest_key(key)
     try:
@@ -119,12 +132,16 @@ async def _backup(
     log.info("manifest written", key=mkey)
 
 
-async def _transfer(*, bao: OpenBao, leader: Leader, upload: Upload) -> VerifiedSnapshot:
+async def _transfer(
+    *, bao: OpenBao, leader: Leader, upload: Upload
+) -> tuple[VerifiedSnapshot, Leader]:
     """Stream into the upload; verification runs in a worker thread beside it (hashlib and
-    zlib release the GIL), so it does not slow the event loop that drives the upload."""
+    zlib release the GIL), so it does not slow the event loop that drives the upload.
+    Returns the verified snapshot and the node that served it (to confirm before commit)."""
     verifier = SnapshotVerifier()
-    async with bao.snapshot(leader=leader) as chunks:
-        async for chunk in chunks:
+    async with bao.snapshot(leader=leader) as stream:
+        source = stream.source
+        async for chunk in stream.chunks:
             feed = asyncio.ensure_future(asyncio.to_thread(verifier.feed, chunk))
             try:
                 await upload.write(chunk)
@@ -132,7 +149,7 @@ async def _transfer(*, bao: OpenBao, leader: Leader, upload: Upload) -> Verified
                 await asyncio.wait([feed])  # never abort while a feed is still running
                 raise
             await feed
-    return verifier.finish()
+    return verifier.finish(), source
 
 
 async def _remove_orphan(*, sink: SnapshotSink, key: str) -> bool:
@@ -143,3 +160,17 @@ async def _remove_orphan(*, sink: SnapshotSink, key: str) -> bool:
         log.error("could not delete a snapshot whose manifest failed", key=key,
                   error=exc.message)
         return False
+
+
+async def _write_marker(
+    *, config: Config, progress: Progress, bao: OpenBao, leader: Leader, record: str
+) -> Marker | None:
+    """Write the freshness marker (when configured) and record it in the report."""
+    assert config.backup is not None
+    if config.backup.marker is None:
+        return None
+    progress.enter("writing the freshness marker")
+    marker = new_marker(config.backup.marker, record=record)
+    await write_marker(bao=bao, leader=leader, marker=marker)
+    progress.marker = marker
+    return marker

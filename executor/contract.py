@@ -17,7 +17,9 @@ Guarantees:
 
 The controller may import this module (it re-exports the object layout of
 :mod:`executor.layout`) and :mod:`executor.report`; both import nothing from the controller and
-nothing but the standard library.
+nothing but the standard library. The drill Job's OpenBao container runs
+:data:`DRILL_SERVER_SCRIPT` (defined here so the controller can take it from this module; it is
+re-exported by :mod:`executor.drill`).
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ from executor.layout import (  # re-exported: the object layout is part of the c
 )
 
 __all__ = [
-    "MANIFEST_SUFFIX", "SNAPSHOT_SUFFIX", "TABLE", "Config", "EnvVar", "Manifest",
+    "DRILL_SERVER_SCRIPT", "MANIFEST_SUFFIX", "SNAPSHOT_SUFFIX", "TABLE", "Config", "EnvVar",
+    "Manifest",
     "cluster_prefix", "load_config", "manifest_key", "snapshot_key", "snapshot_time",
     "unknown_variables",
 ]
 
-Mode = Literal["backup", "restore", "delete", "verify"]
+Mode = Literal["backup", "restore", "delete", "verify", "drill"]
 Provider = Literal["s3", "gcs", "azure"]
 AuthMethod = Literal["jwt", "kubernetes", "token"]
 
@@ -83,6 +86,7 @@ class EnvVar:
 
 _ALL = MODES
 _BAO: tuple[Mode, ...] = ("backup", "restore")
+_AUTH: tuple[Mode, ...] = ("backup", "restore", "drill")
 
 
 def _v(section: str, name: str, meaning: str, **kw: object) -> EnvVar:
@@ -144,33 +148,34 @@ OPENBAO_CACERT = _v(
 AUTH_METHOD = _v(
     "OpenBao", "OBB_AUTH_METHOD",
     "jwt or kubernetes (login with the projected ServiceAccount token) or token (static "
-    "token file).",
-    modes=_BAO, required="yes",
+    "token file). drill: the login to the RESTORED copy, whose auth state is the live "
+    "cluster's.",
+    modes=_AUTH, required="yes",
 )
 AUTH_MOUNT = _v(
     "OpenBao", "OBB_AUTH_MOUNT",
     "Mount path of the auth method (auth/<mount>/login); default: the method name.",
-    modes=_BAO,
+    modes=_AUTH,
 )
 AUTH_ROLE = _v(
-    "OpenBao", "OBB_AUTH_ROLE", "Role to log in with.", modes=_BAO,
+    "OpenBao", "OBB_AUTH_ROLE", "Role to log in with.", modes=_AUTH,
     required="jwt, kubernetes",
 )
 AUTH_TOKEN_FILE = _v(
     "OpenBao", "OBB_AUTH_TOKEN_FILE",
     "Projected ServiceAccount token (dedicated audience) sent as the login jwt; read at login.",
-    default="/var/run/secrets/openbao-backup/token", modes=_BAO,
+    default="/var/run/secrets/openbao-backup/token", modes=_AUTH,
 )
 OPENBAO_TOKEN_FILE = _v(
     "OpenBao", "OBB_OPENBAO_TOKEN_FILE",
     "File holding a static OpenBao token (method token); never revoked by the executor.",
-    modes=_BAO, required="token",
+    modes=_AUTH, required="token",
 )
 OPENBAO_READ_TIMEOUT = _v(
     "OpenBao", "OBB_OPENBAO_READ_TIMEOUT",
     "Longest silence (seconds) tolerated from OpenBao: first snapshot byte, any later byte, "
     "the answer to a restore upload.",
-    default="600", modes=_BAO,
+    default="600", modes=_AUTH,
 )
 PROVIDER = _v("Storage", "OBB_PROVIDER", "s3, gcs or azure.", required="yes")
 BUCKET = _v("Storage", "OBB_BUCKET", "Bucket (Azure: container). Never created.", required="yes")
@@ -261,6 +266,51 @@ DELETE_KEYS = _v(
     f"JSON list of snapshot keys to delete with their manifests (at most "
     f"{MAX_DELETE_KEYS_JSON} bytes); every key must be under <prefix>/<namespace>/<cluster>/.",
     modes=("delete",), required="yes",
+)
+MARKER_PATH = _v(
+    "Freshness marker", "OBB_MARKER_PATH",
+    "Opt-in: OpenBao API path (no leading slash, e.g. secret/data/openbao-backup/marker for "
+    "KV v2, or a KV v1 path) the backup writes {record: OBB_BACKUP_NAME (else the snapshot "
+    "key), time, nonce} to with its token just before the snapshot; recorded in the manifest "
+    "and the report, read back by a drill. The token's policy needs create and update on it.",
+    modes=("backup",),
+)
+MARKER_KV_VERSION = _v(
+    "Freshness marker", "OBB_MARKER_KV_VERSION",
+    "1 or 2: the KV version of the marker's mount (2: the body is {\"data\": {...}} and the "
+    "path must contain /data/).",
+    default="2", modes=("backup",),
+)
+DRILL_KEY = _v(
+    "Drill", "OBB_DRILL_KEY",
+    "Key of the snapshot to drill: verified against its manifest, then force-restored into "
+    "the scratch OpenBao beside the executor (never the live cluster).",
+    modes=("drill",), required="yes",
+)
+DRILL_ADDR = _v(
+    "Drill", "OBB_DRILL_ADDR",
+    "URL of the scratch OpenBao in the same pod (DRILL_SERVER_SCRIPT), e.g. "
+    "http://127.0.0.1:18200; must be a loopback address and an uninitialised server.",
+    modes=("drill",), required="yes",
+)
+DRILL_DONE_FILE = _v(
+    "Drill", "OBB_DRILL_DONE_FILE",
+    "File in the volume shared with the scratch server's container, created when the "
+    "executor ends (success, failure, bad configuration): the server's script then stops it.",
+    modes=("drill",), required="yes",
+)
+UNSEAL_KEYS_FILE = _v(
+    "Drill", "OBB_UNSEAL_KEYS_FILE",
+    "Mounted Secret file with the LIVE cluster's Shamir unseal keys (one per line, or a JSON "
+    "list, or the JSON of bao operator init; base64 or hex), enough to reach the threshold. "
+    "Without it the drill stops after the restore was accepted: partial result.",
+    modes=("drill",),
+)
+DRILL_START_TIMEOUT = _v(
+    "Drill", "OBB_DRILL_START_TIMEOUT",
+    "Seconds to wait for the scratch OpenBao at each step: to answer sys/health, to become "
+    "active after init or unseal, to seal itself after the restore.",
+    default="60", modes=("drill",),
 )
 
 _AWS: tuple[Provider, ...] = ("s3",)
@@ -403,9 +453,16 @@ class ClusterRef:
 
 
 @dataclass(frozen=True)
+class MarkerSettings:
+    path: str
+    kv_version: int
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     trigger: str
     backup_name: str | None
+    marker: MarkerSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -418,6 +475,16 @@ class RestoreSettings:
 @dataclass(frozen=True)
 class VerifySettings:
     key: str
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    key: str
+    addr: str
+    done_file: Path
+    unseal_keys_file: Path | None
+    unseal_keys: tuple[str, ...] = field(default=(), repr=False)
+    start_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -438,6 +505,7 @@ class Config:
     log_level: str
     timeout: float
     verify: VerifySettings | None = None
+    drill: DrillSettings | None = None
 
     def to_env(self) -> dict[str, str]:
         """Our ``OBB_`` variables for this configuration (no secrets, no provider variables)."""
@@ -476,7 +544,7 @@ class Config:
         if self.openbao is not None:
             o = self.openbao
             env.update({
-                OPENBAO_ADDR.name: o.addr,
+                (DRILL_ADDR if self.mode == "drill" else OPENBAO_ADDR).name: o.addr,
                 AUTH_METHOD.name: o.auth.method,
                 AUTH_MOUNT.name: o.auth.mount,
                 OPENBAO_READ_TIMEOUT.name: _num(o.read_timeout),
@@ -493,12 +561,21 @@ class Config:
             env[TRIGGER.name] = self.backup.trigger
             if self.backup.backup_name is not None:
                 env[BACKUP_NAME.name] = self.backup.backup_name
+            if self.backup.marker is not None:
+                env[MARKER_PATH.name] = self.backup.marker.path
+                env[MARKER_KV_VERSION.name] = str(self.backup.marker.kv_version)
         if self.restore is not None:
             env[RESTORE_KEY.name] = self.restore.key
             env[RESTORE_FORCE.name] = _bool(self.restore.force)
             env[RESTORE_APPLY_TIMEOUT.name] = _num(self.restore.apply_timeout)
         if self.verify is not None:
             env[VERIFY_KEY.name] = self.verify.key
+        if self.drill is not None:
+            env[DRILL_KEY.name] = self.drill.key
+            env[DRILL_DONE_FILE.name] = str(self.drill.done_file)
+            env[DRILL_START_TIMEOUT.name] = _num(self.drill.start_timeout)
+            if self.drill.unseal_keys_file is not None:
+                env[UNSEAL_KEYS_FILE.name] = str(self.drill.unseal_keys_file)
         if self.delete is not None:
             env[DELETE_KEYS.name] = json.dumps(list(self.delete.keys), separators=(",", ":"))
         return env
@@ -677,14 +754,18 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
 
     storage = _storage(r, m, connect_timeout=connect_timeout)
     openbao = _openbao(r, connect_timeout=connect_timeout) if m in _BAO else None
+    if m == "drill":
+        openbao = _openbao(r, connect_timeout=connect_timeout, addr_var=DRILL_ADDR)
 
     backup = restore = delete = None
     verify = None
+    drill = None
     if m == "backup":
         trigger = r.text(TRIGGER) or "manual"
         if not _TRIGGER.match(trigger):
             r.problem(TRIGGER, f"must be 1-63 of [A-Za-z0-9._:-] (got {trigger!r})")
-        backup = BackupSettings(trigger=trigger, backup_name=r.text(BACKUP_NAME))
+        backup = BackupSettings(trigger=trigger, backup_name=r.text(BACKUP_NAME),
+                                marker=_marker(r))
     elif m == "restore":
         key = r.text(RESTORE_KEY, required=True) or ""
         if key:
@@ -699,6 +780,8 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
         if key:
             _check_key_shape(r, VERIFY_KEY, key)
         verify = VerifySettings(key=key)
+    elif m == "drill":
+        drill = _drill(r, openbao)
     else:
         delete = DeleteSettings(keys=_delete_keys(r, storage.path_prefix, namespace, name))
 
@@ -707,7 +790,7 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
     return Config(
         mode=m, cluster=cluster, storage=storage, openbao=openbao, backup=backup,
         restore=restore, delete=delete, termination_message_path=term, log_level=log_level,
-        timeout=timeout, verify=verify,
+        timeout=timeout, verify=verify, drill=drill,
     )
 
 
@@ -757,9 +840,11 @@ def _delete_keys(r: _Reader, prefix: str, namespace: str, name: str) -> tuple[st
     return tuple(out)
 
 
-def _openbao(r: _Reader, *, connect_timeout: float) -> OpenBaoSettings:
-    addr = r.url(OPENBAO_ADDR, required=True) or ""
-    cacert = r.readable_file(OPENBAO_CACERT, required=False)
+def _openbao(
+    r: _Reader, *, connect_timeout: float, addr_var: EnvVar = OPENBAO_ADDR
+) -> OpenBaoSettings:
+    addr = r.url(addr_var, required=True) or ""
+    cacert = r.readable_file(OPENBAO_CACERT, required=False) if addr_var is OPENBAO_ADDR else None
     method = r.choice(AUTH_METHOD, AUTH_METHODS) or "token"
     mount = (r.raw(AUTH_MOUNT) or method).strip("/")
     if not re.match(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", mount):
@@ -934,3 +1019,153 @@ def _azure_credentials(
     if r.raw(AZURE_FEDERATED_TOKEN_FILE) is not None:
         r.readable_file(AZURE_FEDERATED_TOKEN_FILE, required=True)
     return AzureCredentials(kind="default-credential")
+
+
+# -- freshness marker and drill ----------------------------------------------------------------
+
+#: Longest accepted OBB_MARKER_PATH (keeps the report well within its 4 KiB).
+MAX_MARKER_PATH = 256
+_API_PATH = re.compile(r"^[A-Za-z0-9_.+=@-]+(/[A-Za-z0-9_.+=@-]+)+$")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _marker(r: _Reader) -> MarkerSettings | None:
+    path = r.text(MARKER_PATH)
+    version_text = r.choice(MARKER_KV_VERSION, ("1", "2")) or "2"
+    if path is None:
+        return None
+    path = path.strip("/")
+    if len(path) > MAX_MARKER_PATH:
+        r.problem(MARKER_PATH, f"longer than {MAX_MARKER_PATH} characters")
+    elif not _API_PATH.match(path) or any(seg in (".", "..") for seg in path.split("/")):
+        r.problem(MARKER_PATH, f"must be an OpenBao API path like mount/data/name (got {path!r})")
+    elif path.split("/", 1)[0] in ("sys", "auth", "identity", "cubbyhole"):
+        r.problem(MARKER_PATH, f"must be a path in a KV mount, not under {path.split('/')[0]}/")
+    elif version_text == "2" and "/data/" not in f"/{path}":
+        r.problem(MARKER_PATH, f"a KV v2 API path has /data/ after the mount (e.g. "
+                  f"secret/data/openbao-backup/marker), got {path!r}; or set "
+                  "OBB_MARKER_KV_VERSION=1")
+    return MarkerSettings(path=path, kv_version=int(version_text))
+
+
+def _drill(r: _Reader, openbao: OpenBaoSettings | None) -> DrillSettings:
+    key = r.text(DRILL_KEY, required=True) or ""
+    if key:
+        _check_key_shape(r, DRILL_KEY, key)
+    addr = openbao.addr if openbao is not None else ""
+    host = urlsplit(addr).hostname if addr else None
+    if addr and host not in _LOOPBACK:
+        r.problem(DRILL_ADDR, f"must be a loopback address (the scratch server in the drill's "
+                  f"own pod), got {addr!r}: a drill never talks to another OpenBao")
+    done = r.text(DRILL_DONE_FILE, required=True)
+    done_file = Path(done) if done else Path()
+    if done and not done_file.parent.is_dir():
+        r.problem(DRILL_DONE_FILE, f"the directory {done_file.parent} does not exist")
+    keys_file = r.readable_file(UNSEAL_KEYS_FILE, required=False)
+    keys: tuple[str, ...] = ()
+    if keys_file is not None:
+        try:
+            keys = parse_unseal_keys(keys_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass  # readable_file already listed the problem
+        except ValueError as exc:
+            r.problem(UNSEAL_KEYS_FILE, f"{keys_file}: {exc}")
+    return DrillSettings(
+        key=key, addr=addr, done_file=done_file, unseal_keys_file=keys_file,
+        unseal_keys=keys, start_timeout=r.number(DRILL_START_TIMEOUT, lo=1, hi=3600),
+    )
+
+
+def parse_unseal_keys(text: str) -> tuple[str, ...]:
+    """Unseal keys from a file: one per line, a JSON list, or ``bao operator init -format=json``
+    output (``unseal_keys_b64``/``unseal_keys_hex``, or the API's ``keys_base64``/``keys``).
+    Each key is registered as a secret; raise ``ValueError`` (never quoting a key) if none or
+    one is neither base64 nor hex."""
+    import base64
+    import binascii
+
+    stripped = text.strip()
+    keys: list[str]
+    if stripped.startswith(("[", "{")):
+        try:
+            data = json.loads(stripped)
+        except ValueError:
+            raise ValueError("looks like JSON but does not parse") from None
+        if isinstance(data, dict):
+            for name in ("unseal_keys_b64", "keys_base64", "unseal_keys_hex", "keys"):
+                if isinstance(data.get(name), list):
+                    data = data[name]
+                    break
+        if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
+            raise ValueError("JSON must be a list of key strings (or bao operator init output)")
+        keys = [k.strip() for k in data if k.strip()]
+    else:
+        keys = [line.strip() for line in stripped.splitlines() if line.strip()]
+    if not keys:
+        raise ValueError("holds no unseal keys")
+    for k in keys:
+        secrets.register(k)
+    for i, k in enumerate(keys, 1):
+        if re.fullmatch(r"[0-9a-fA-F]+", k) and len(k) % 2 == 0:
+            continue
+        try:
+            base64.b64decode(k, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {i} is neither hex nor base64") from None
+    return tuple(dict.fromkeys(keys))
+
+
+#: The drill Job's OpenBao container runs this with ``sh -c`` (POSIX sh; busybox works), env
+#: DRILL_DIR (an empty writable directory), DRILL_PORT (API port on 127.0.0.1; the cluster
+#: port is DRILL_PORT+1) and DRILL_DONE_FILE (the executor's OBB_DRILL_DONE_FILE). It writes a
+#: single-node Raft config, starts ``bao server`` in the background, and polls every 0.5 s
+#: until the done file exists (then TERMs the server, KILLs it after 15 s, exits 0) or the
+#: server died (exits with the server's status).
+DRILL_SERVER_SCRIPT = r"""set -u
+: "${DRILL_DIR:?DRILL_DIR is required}" "${DRILL_PORT:?DRILL_PORT is required}"
+: "${DRILL_DONE_FILE:?DRILL_DONE_FILE is required}"
+mkdir -p "$DRILL_DIR/raft" || exit 1
+cluster_port=$((DRILL_PORT + 1))
+cat > "$DRILL_DIR/drill.hcl" <<HCL || exit 1
+storage "raft" {
+  path = "$DRILL_DIR/raft"
+  node_id = "drill"
+  performance_multiplier = 1
+}
+listener "tcp" {
+  address = "127.0.0.1:$DRILL_PORT"
+  cluster_address = "127.0.0.1:$cluster_port"
+  tls_disable = true
+}
+api_addr = "http://127.0.0.1:$DRILL_PORT"
+cluster_addr = "http://127.0.0.1:$cluster_port"
+disable_mlock = true
+ui = false
+HCL
+bao server -config="$DRILL_DIR/drill.hcl" &
+pid=$!
+stopped=0
+trap 'stopped=1; kill -TERM "$pid" 2>/dev/null' TERM INT
+while kill -0 "$pid" 2>/dev/null; do
+  if [ -e "$DRILL_DONE_FILE" ]; then
+    stopped=1
+    kill -TERM "$pid" 2>/dev/null
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 30 ]; do
+      sleep 0.5
+      i=$((i + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null
+    break
+  fi
+  sleep 0.5
+done
+wait "$pid"
+status=$?
+if [ "$stopped" = 1 ]; then
+  echo "drill server: stopped after $DRILL_DONE_FILE appeared (server status $status)"
+  exit 0
+fi
+echo "drill server: bao server exited with status $status" >&2
+exit "$status"
+"""

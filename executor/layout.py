@@ -15,6 +15,10 @@ Guarantees:
   retention counting and restore, and either re-verify it (stream it through
   :class:`executor.archive.SnapshotVerifier` and write the manifest) or delete it after a grace
   period (older than the longest backup Job deadline);
+* a manifest MAY carry a freshness ``marker`` (:class:`Marker`: the OpenBao path, KV version,
+  record, time and nonce the backup wrote just before taking the snapshot, so the snapshot's
+  data holds it); manifests without one (older executors, marker not configured) stay valid,
+  and a manifest without a marker is written without the field;
 * :func:`Manifest.from_json` is strict on types and tolerant of unknown fields.
 
 The controller may import this module; it depends on the standard library only.
@@ -80,6 +84,40 @@ def parse_rfc3339(text: str) -> dt.datetime:
 
 
 @dataclass(frozen=True)
+class Marker:
+    """The freshness marker a backup wrote into OpenBao before its snapshot (JSON names).
+
+    ``value()`` is what sits at ``path`` (under ``data`` for KV v2): record, time, nonce."""
+
+    path: str
+    kvVersion: int
+    record: str
+    time: str
+    nonce: str
+
+    def value(self) -> dict[str, str]:
+        return {"record": self.record, "time": self.time, "nonce": self.nonce}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object, *, what: str = "marker") -> Marker:
+        if not isinstance(data, dict):
+            raise ValueError(f"{what} must be an object")
+        kw: dict[str, Any] = {}
+        for name in ("path", "record", "time", "nonce"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{what} field {name!r} must be a non-empty string")
+            kw[name] = value
+        version = data.get("kvVersion")
+        if version not in (1, 2) or isinstance(version, bool):
+            raise ValueError(f"{what} field 'kvVersion' must be 1 or 2")
+        return cls(kvVersion=version, **kw)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """The JSON document beside each snapshot (field names are the JSON names)."""
 
@@ -100,9 +138,13 @@ class Manifest:
     snapshotMetaVersion: int
     executorVersion: str
     v: int = MANIFEST_VERSION
+    marker: Marker | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=2) + "\n"
+        data = asdict(self)
+        if self.marker is None:
+            del data["marker"]
+        return json.dumps(data, sort_keys=True, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
@@ -129,6 +171,9 @@ class Manifest:
             raise ValueError("manifest sha256 is not 64 lowercase hex digits")
         if kw["size"] < 0:
             raise ValueError("manifest size is negative")
+        raw_marker = data.get("marker")
+        if raw_marker is not None:
+            kw["marker"] = Marker.from_dict(raw_marker, what="manifest marker")
         return cls(**kw)
 
 

@@ -11,8 +11,15 @@ Guarantees:
   :mod:`executor.secrets` as soon as they are read;
 * the snapshot is taken from and restored to the ACTIVE node: :meth:`OpenBao.find_leader` asks
   ``sys/leader`` first (a standby answers snapshot paths with 307 and a restore body cannot be
-  replayed); a 307 on the snapshot GET is followed once, a 307 on the restore POST is a
-  :class:`~executor.errors.LeaderError`;
+  replayed) and records the active node's ``active_time`` from that node itself; a 307 on the
+  snapshot GET is followed once (after recording the target's ``active_time``), a 307 on the
+  restore POST is a :class:`~executor.errors.LeaderError`;
+* a snapshot counts only if the node that served it was the active node for the whole
+  stream: :meth:`OpenBao.confirm_source` asks that node's ``sys/leader`` after the last byte
+  and raises :class:`~executor.errors.LeaderError` unless it is still the active node
+  (``is_self``), with the SAME ``active_time`` and advertised address as before the request
+  (a node that lost leadership mid-stream can still answer 200 with a complete archive);
+  a failing ``sys/leader`` at that point is a LeaderError too (not confirmed = not taken);
 * the snapshot body is streamed as received (no decompression, no buffering): ``sock_read``
   bounds the silence between bytes, not the total time (``OBB_OPENBAO_READ_TIMEOUT``, first
   byte included); the restore body is streamed from an async iterable with a Content-Length;
@@ -54,11 +61,24 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Leader:
-    """The active node: its API base URL and the OpenBao version it runs."""
+    """The active node: the API base URL we reach it at, the OpenBao version it runs, and
+    what it said of itself in ``sys/leader`` (``active_time``: when it last became active;
+    ``advertised``: its ``leader_address``, i.e. its api_addr, which may differ from
+    ``address`` behind a proxy or Service). ``ha_enabled=False``: no leadership to lose."""
 
     address: str
     version: str | None
     active_time: str | None = None
+    advertised: str | None = None
+    ha_enabled: bool = True
+
+
+@dataclass
+class SnapshotStream:
+    """The snapshot body, and the node that is serving it (after a redirect: the target)."""
+
+    chunks: AsyncIterator[bytes]
+    source: Leader
 
 
 def ssl_context(cafile: str | None) -> ssl.SSLContext:
@@ -183,14 +203,20 @@ class OpenBao:
                 f"sys/leader at {addr} answered HTTP {status}: {_errors_text(payload)}"
                 + (" (sealed?)" if status == 503 else "")
             )
-        active_time = data.get("active_time") if data.get("is_self") else None
-        if data.get("is_self") or not data.get("ha_enabled", True):
+        ha_enabled = data.get("ha_enabled", True) is not False
+        if data.get("is_self") or not ha_enabled:
             leader = addr
+            state: dict[str, Any] = data
         else:
             found = data.get("leader_address")
             if not isinstance(found, str) or not found:
                 raise LeaderError(f"OpenBao at {addr} knows no active node (no leader elected)")
             leader = found.rstrip("/")
+            # active_time is only meaningful from the active node itself: ask it.
+            state = await self._self_state(leader, doing=f"asking {leader} (named active by "
+                                           f"{addr}) for its own leader state")
+        active_time = state.get("active_time")
+        advertised = state.get("leader_address")
         health = await self._health(leader)
         if health.get("sealed"):
             raise LeaderError(f"the active node {leader} is sealed")
@@ -201,9 +227,97 @@ class OpenBao:
             address=leader,
             version=version if isinstance(version, str) else None,
             active_time=active_time if isinstance(active_time, str) else None,
+            advertised=advertised.rstrip("/") if isinstance(advertised, str) and advertised
+            else None,
+            ha_enabled=ha_enabled,
         )
-        log.info("active node found", leader=result.address, version=result.version)
+        log.info("active node found", leader=result.address, advertised=result.advertised,
+                 active_time=result.active_time, version=result.version)
         return result
+
+    async def _self_state(self, base: str, *, doing: str) -> dict[str, Any]:
+        """``sys/leader`` of ``base``, which must say it is the active node itself."""
+        status, data, payload = await self._json(
+            "GET", self._url(base, "sys/leader"), doing=doing, token=False,
+        )
+        if status != 200 or not isinstance(data, dict):
+            raise LeaderError(
+                f"sys/leader at {base} answered HTTP {status}: {_errors_text(payload)}"
+                + (" (sealed?)" if status == 503 else "")
+            )
+        if data.get("ha_enabled", True) is not False and not data.get("is_self"):
+            raise LeaderError(f"{base} is not the active node (it names "
+                              f"{data.get('leader_address') or 'no leader'}): leadership is "
+                              "changing, retry")
+        return data
+
+    async def confirm_source(self, source: Leader) -> None:
+        """Raise LeaderError unless ``source`` is STILL the active node it was when the
+        snapshot was requested: ``is_self``, same ``active_time``, same advertised address.
+
+        Called after the last byte and before anything is committed: a node that lost
+        leadership while streaming can answer 200 with a complete archive of its own state.
+        """
+        if not source.ha_enabled:
+            return
+        was = source.advertised or source.address
+        since = source.active_time or "unknown"
+        prefix = (f"cannot confirm that {was} (active since {since}) was still the active node "
+                  "when the snapshot ended, so the snapshot is not used")
+        try:
+            status, data, payload = await self._json(
+                "GET", self._url(source.address, "sys/leader"),
+                doing="asking the node that served the snapshot for its leader state",
+                token=False,
+            )
+        except LeaderError as exc:
+            raise LeaderError(f"{prefix}: {exc.message}") from None
+        if status != 200 or not isinstance(data, dict):
+            raise LeaderError(
+                f"{prefix}: sys/leader at {source.address} answered HTTP {status}: "
+                f"{_errors_text(payload)}" + (" (sealed?)" if status == 503 else "")
+            )
+        now_addr = data.get("leader_address")
+        now_addr = now_addr.rstrip("/") if isinstance(now_addr, str) and now_addr else None
+        now_time = data.get("active_time") if data.get("is_self") else None
+        moved = (
+            not data.get("is_self")
+            or source.active_time is None
+            or now_time != source.active_time
+            or (source.advertised is not None and now_addr != source.advertised)
+        )
+        if not moved:
+            log.info("snapshot source confirmed active", node=was, active_time=since)
+            return
+        if not data.get("is_self") and now_addr is None:
+            now_addr = await self._next_leader(source.address)
+        if data.get("is_self"):
+            now = f"{now_addr or source.address} (active since {now_time or 'unknown'})"
+        else:
+            now = now_addr or "not known yet (election in progress)"
+        raise LeaderError(
+            f"leadership moved during the snapshot: the snapshot came from {was} "
+            f"(active since {since} when it was requested), and the active node is now "
+            f"{now}; the snapshot is not used"
+        )
+
+    async def _next_leader(self, base: str, *, wait: float = 3.0) -> str | None:
+        """The leader ``base`` names within ``wait`` seconds (for the error message only)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            try:
+                status, data, _ = await self._json(
+                    "GET", self._url(base, "sys/leader"), doing="asking who leads now",
+                    token=False,
+                )
+            except LeaderError:
+                return None
+            found = data.get("leader_address") if isinstance(data, dict) else None
+            if status == 200 and isinstance(found, str) and found:
+                return found.rstrip("/")
+        return None
 
     async def _health(self, base: str) -> dict[str, Any]:
         status, data, payload = await self._json(
@@ -290,9 +404,11 @@ class OpenBao:
     # -- snapshot and restore -----------------------------------------------------------------
 
     @asynccontextmanager
-    async def snapshot(self, *, leader: Leader) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The snapshot body as an async iterator of chunks, exactly as OpenBao sends it."""
+    async def snapshot(self, *, leader: Leader) -> AsyncIterator[SnapshotStream]:
+        """The snapshot body as an async iterator of chunks, exactly as OpenBao sends it,
+        with the node serving it (pass it to :meth:`confirm_source` after the last byte)."""
         url = self._url(leader.address, SNAPSHOT_PATH)
+        source = leader
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.settings.connect_timeout,
             sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout,
@@ -304,10 +420,22 @@ class OpenBao:
                 )
             except _FOREIGN as exc:
                 raise SnapshotError(f"requesting the snapshot: {_describe(exc)} ({url})") from None
-            if resp.status == 307 and resp.headers.get("Location"):
+            if resp.status == 307 and resp.headers.get("Location") and _hop == 0:
                 target = urljoin(url, resp.headers["Location"])
                 resp.release()
                 log.warning("snapshot request redirected: leadership moved", to=target)
+                base = target.split("/v1/", 1)[0]
+                state = await self._self_state(
+                    base, doing=f"asking {base} (the snapshot redirect target) for its own "
+                    "leader state")
+                found = state.get("leader_address")
+                at = state.get("active_time")
+                source = Leader(
+                    address=base, version=leader.version,
+                    active_time=at if isinstance(at, str) else None,
+                    advertised=found.rstrip("/") if isinstance(found, str) and found else None,
+                    ha_enabled=state.get("ha_enabled", True) is not False,
+                )
                 url = target
                 continue
             break
@@ -326,7 +454,7 @@ class OpenBao:
                 )
             log.info("snapshot stream started", url=url,
                      content_type=resp.headers.get("Content-Type"))
-            yield _stream_body(resp)
+            yield SnapshotStream(chunks=_stream_body(resp), source=source)
         finally:
             resp.close()
 
@@ -403,6 +531,34 @@ class OpenBao:
                 return "active"
             await asyncio.sleep(0.25)
         return None
+
+    # -- plain API calls (freshness marker, restore drill) ------------------------------------
+
+    def use_token(self, token: str) -> None:
+        """Send ``token`` from now on (e.g. a scratch server's root token); never revoked."""
+        secrets.register(token)
+        self._token = token
+        self._revocable = False
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        base: str | None = None,
+        doing: str,
+        transport_error: type[ExecutorError] = LeaderError,
+        token: bool = True,
+    ) -> tuple[int, Any, str]:
+        """One JSON API call to ``base`` (default: the configured address): the status, the
+        parsed body (None if not JSON) and OpenBao's error text (for messages); a transport
+        failure raises ``transport_error``."""
+        status, data, payload = await self._json(
+            method, self._url(base or self.settings.addr, path), body=body, doing=doing,
+            transport_error=transport_error, token=token,
+        )
+        return status, data, _errors_text(payload) if payload else "(empty body)"
 
 
 async def _read_small(resp: aiohttp.ClientResponse, limit: int = 64 << 10) -> bytes:

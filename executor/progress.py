@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from executor.errors import ErrorClass
+from executor.layout import Marker
+from executor.report import DrillResult
 
 #: The error class a deadline/termination is reported as, by phase.
 PHASE_CLASS: dict[str, ErrorClass] = {
@@ -25,6 +27,11 @@ PHASE_CLASS: dict[str, ErrorClass] = {
     "uploading the snapshot to OpenBao": "snapshot",
     "waiting for OpenBao after the restore": "leader",
     "deleting": "storage",
+    "writing the freshness marker": "snapshot",
+    "starting the scratch OpenBao": "leader",
+    "initialising the scratch OpenBao": "leader",
+    "unsealing the restored copy": "leader",
+    "checking the freshness marker": "verification",
     "finishing": "internal",
 }
 
@@ -41,6 +48,8 @@ class Progress:
     raft_index: int | None = None
     raft_term: int | None = None
     deleted_keys: tuple[str, ...] | None = None
+    marker: Marker | None = None
+    drill: DrillResult | None = None
 
     def enter(self, phase: str) -> None:
         assert phase in PHASE_CLASS, phase

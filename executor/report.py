@@ -4,13 +4,17 @@ Guarantees:
 
 * the JSON has exactly these fields (schema version 1)::
 
-    {"v": 1, "mode": "backup|restore|delete|verify", "outcome": "succeeded|failed",
+    {"v": 1, "mode": "backup|restore|delete|verify|drill", "outcome": "succeeded|failed",
      "key": str|null, "manifestKey": str|null, "size": int|null, "sha256": str|null,
      "startedAt": RFC3339, "finishedAt": RFC3339, "durationSeconds": float,
      "openbaoVersion": str|null, "raftIndex": int|null, "raftTerm": int|null,
      "deletedKeys": [str]|null,
      "error": {"class": "configuration|auth|leader|snapshot|storage|verification|internal",
-               "message": str} | null}
+               "message": str} | null,
+     "marker": {"path": str, "kvVersion": 1|2, "record": str, "time": RFC3339,
+                "nonce": str}                                      (only when set),
+     "drill": {"unsealed": bool, "markerChecked": bool, "markerMatched": bool|null,
+               "partial": bool}                                    (only in drill mode)}
 
 * ``outcome == "succeeded"`` if and only if ``error`` is null;
 * for a backup, ``key``/``manifestKey`` name the objects written; when a backup failed,
@@ -20,6 +24,8 @@ Guarantees:
   ``raftIndex``, ``raftTerm`` and ``openbaoVersion`` are its manifest's (``outcome`` says
   whether the object matched them; they are null when no manifest could be read); for a
   delete, ``deletedKeys`` lists the snapshot keys now absent (deleted or already gone);
+* ``marker`` (backup: the freshness marker written before the snapshot; drill: the marker the
+  manifest promises) and ``drill`` (what a restore drill proved) are present only when set;
 * :meth:`Report.to_json` is ASCII-only and at most :data:`MAX_BYTES` bytes (the kubelet keeps
   4096): the error message is shortened first, then ``deletedKeys`` (with a note in the
   message), so the text always parses;
@@ -36,9 +42,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 from executor.errors import ErrorClass
+from executor.layout import Marker
 
 Outcome = Literal["succeeded", "failed"]
-ReportMode = Literal["backup", "restore", "delete", "verify"]
+ReportMode = Literal["backup", "restore", "delete", "verify", "drill"]
 REPORT_VERSION = 1
 MAX_BYTES = 4000
 
@@ -65,6 +72,35 @@ class ReportError:
 
 
 @dataclass(frozen=True)
+class DrillResult:
+    """What a restore drill proved: the restored copy unsealed (with the live cluster's keys),
+    the marker was read back from it and matched the manifest's (None: not checked), and
+    ``partial``: stopped after the restore was accepted because no unseal keys were given."""
+
+    unsealed: bool = False
+    marker_checked: bool = False
+    marker_matched: bool | None = None
+    partial: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unsealed": self.unsealed, "markerChecked": self.marker_checked,
+                "markerMatched": self.marker_matched, "partial": self.partial}
+
+    @classmethod
+    def from_dict(cls, data: object) -> DrillResult:
+        if not isinstance(data, dict):
+            raise ValueError("drill must be an object or null")
+        flags = {k: data.get(k) for k in ("unsealed", "markerChecked", "partial")}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ValueError("drill.unsealed/markerChecked/partial must be booleans")
+        matched = data.get("markerMatched")
+        if matched is not None and not isinstance(matched, bool):
+            raise ValueError("drill.markerMatched must be a boolean or null")
+        return cls(unsealed=bool(flags["unsealed"]), marker_checked=bool(flags["markerChecked"]),
+                   marker_matched=matched, partial=bool(flags["partial"]))
+
+
+@dataclass(frozen=True)
 class Report:
     mode: ReportMode
     outcome: Outcome
@@ -79,6 +115,8 @@ class Report:
     raft_term: int | None = None
     deleted_keys: tuple[str, ...] | None = None
     error: ReportError | None = None
+    marker: Marker | None = None
+    drill: DrillResult | None = None
 
     def __post_init__(self) -> None:
         if (self.outcome == "succeeded") != (self.error is None):
@@ -93,6 +131,14 @@ class Report:
         return EXIT_OK if self.error is None else EXIT_CODES[self.error.error_class]
 
     def to_dict(self) -> dict[str, Any]:
+        out = self._base_dict()
+        if self.marker is not None:
+            out["marker"] = self.marker.to_dict()
+        if self.drill is not None:
+            out["drill"] = self.drill.to_dict()
+        return out
+
+    def _base_dict(self) -> dict[str, Any]:
         return {
             "v": REPORT_VERSION,
             "mode": self.mode,
@@ -145,7 +191,7 @@ class Report:
         # Unreachable with the contract's limits; keep the guarantee anyway.
         minimal = replace(
             report,
-            key=None, manifest_key=None, deleted_keys=None,
+            key=None, manifest_key=None, deleted_keys=None, marker=None,
             error=ReportError(
                 report.error.error_class if report.error else "internal",
                 "report too large; see the executor's log",
@@ -192,6 +238,7 @@ class Report:
             not math.isfinite(duration)
         ):
             raise ValueError("durationSeconds must be a number")
+        raw_marker, raw_drill = data.get("marker"), data.get("drill")
         return cls(
             mode=mode,
             outcome=outcome,
@@ -206,6 +253,8 @@ class Report:
             raft_term=_opt(data, "raftTerm", int),
             deleted_keys=tuple(deleted) if deleted is not None else None,
             error=error,
+            marker=Marker.from_dict(raw_marker) if raw_marker is not None else None,
+            drill=DrillResult.from_dict(raw_drill) if raw_drill is not None else None,
         )
 
 

@@ -30,11 +30,11 @@ from executor.contract import Config
 from executor.errors import ExecutorError, StorageError, VerificationError
 from executor.layout import Manifest
 from executor.log import get_logger
-from executor.openbao import OpenBao
+from executor.openbao import Leader, OpenBao
 from executor.progress import Progress
 from executor.storage import open_sink
 from executor.storage.base import SnapshotSink
-from executor.verify import verify_stored
+from executor.verify import StoredSnapshot, verify_stored
 
 log = get_logger("executor.restore")
 
@@ -50,18 +50,14 @@ async def run_restore(*, config: Config, progress: Progress) -> None:
         progress.enter("opening the storage")
         async with open_sink(settings=config.storage) as sink:
             stored = await verify_stored(objects=sink, key=key, progress=progress)
-            manifest, version = stored.manifest, stored.version
 
             progress.enter("locating the active OpenBao node")
             leader = await bao.find_leader()
             progress.enter("logging in to OpenBao")
             await bao.login()
             progress.enter("uploading the snapshot to OpenBao")
-            body = _GuardedBody(sink=sink, key=key, version=version, manifest=manifest)
-            await bao.restore(
-                leader=leader, body=body.chunks, size=manifest.size,
-                force=config.restore.force, body_error=lambda: body.error,
-            )
+            await upload_verified(bao=bao, leader=leader, sink=sink, key=key,
+                                  stored=stored, force=config.restore.force)
             bao.forget_token()
             log.info("OpenBao accepted the restore", key=key, force=config.restore.force)
             progress.enter("waiting for OpenBao after the restore")
@@ -75,6 +71,20 @@ async def run_restore(*, config: Config, progress: Progress) -> None:
                 log.warning("could not observe OpenBao applying the restore within "
                             "OBB_RESTORE_APPLY_TIMEOUT; it accepted the snapshot (204)",
                             timeout=config.restore.apply_timeout)
+
+
+async def upload_verified(
+    *, bao: OpenBao, leader: Leader, sink: SnapshotSink, key: str, stored: StoredSnapshot,
+    force: bool,
+) -> None:
+    """Pass 2: stream the object verified by pass 1 (pinned to that version) into OpenBao's
+    restore endpoint, the last chunk held back until size and SHA-256 match the manifest (used
+    by restore and by the drill)."""
+    body = _GuardedBody(sink=sink, key=key, version=stored.version, manifest=stored.manifest)
+    await bao.restore(
+        leader=leader, body=body.chunks, size=stored.manifest.size, force=force,
+        body_error=lambda: body.error,
+    )
 
 
 class _GuardedBody:

@@ -642,6 +642,7 @@ async def test_kubectl_sees_short_names_category_and_columns(
         "PHASE",
         "SIZE",
         "COMPLETED",
+        "VERIFIED",
         "KEY",
         "POLICY",
         "AGE",

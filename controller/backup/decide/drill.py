@@ -139,13 +139,11 @@ def outcome_of(job: JobResult) -> Outcome | None:
     if job.phase is JobPhase.RUNNING:
         return None
     report = job.report
-    drill: Mapping[str, Any] = {}
-    if report is not None:
-        drill = getattr(report, "drill", None) or {}
-    unsealed = drill.get("unsealed")
-    matched = drill.get("markerMatched")
+    proved = report.drill if report is not None else None
+    unsealed = proved.unsealed if proved is not None else None
+    matched = proved.marker_matched if proved is not None else None
     if job.phase is JobPhase.SUCCEEDED and report is not None:
-        if drill.get("partial"):
+        if proved is not None and proved.partial:
             return Outcome(
                 Result.PARTIAL,
                 "NotUnsealed",
