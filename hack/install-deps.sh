@@ -22,7 +22,14 @@ if ! need go || ! need node || ! need npm || ! need python3; then
     apt-get install -y -qq golang-go nodejs npm python3 python3-venv python3-pip >/dev/null
   fi
 fi
-for tool in go node npm python3; do
+# promtool (checks and unit-tests the shipped alert rules) from Debian's prometheus package.
+if ! need promtool && need apt-get; then
+  echo "install-deps: installing promtool (Debian package prometheus)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+for tool in go node npm python3 promtool; do
   need "$tool" || { echo "install-deps: $tool is required and could not be installed" >&2; exit 1; }
 done
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11, 3))' || {

@@ -7,6 +7,8 @@ Guarantees:
 
 * a drill never touches the live cluster: its Job's pod runs its own OpenBao on the pod's
   loopback with an emptyDir for storage, and needs no operation lock;
+* a new value of the annotation ``backup.openbao.org/verify`` asks for a drill now (like the
+  backup trigger; recorded in ``status.backup.lastHandledVerifyTrigger``);
 * at most one drill per due window (the Job is named after the record, ``<record>-drill``;
   AlreadyExists = already running), windows missed while the controller was down are not
   caught up beyond the newest (the schedule decider's rule);
@@ -32,6 +34,7 @@ from controller.backup.decide.drilljob import build_drill_job
 from controller.backup.decide.jobresult import interpret
 from controller.backup.decide.records import created_at, name_of
 from controller.backup.decide.spec import ClusterSpec
+from controller.backup.decide.vocabulary import VERIFY_TRIGGER_ANNOTATION
 from controller.cache.store import JSONObject
 from controller.errors import AlreadyExists
 from controller.kube.resources import JOB
@@ -65,8 +68,14 @@ async def plan(
         return out
     if decision.handled_through is not None:
         out.backup_status["lastHandledVerifyWindow"] = cond.rfc3339(decision.handled_through)
-    if decision.action is not schedule.ScheduleAction.RUN:
+    asked = (cluster_obj["metadata"].get("annotations") or {}).get(VERIFY_TRIGGER_ANNOTATION)
+    by_hand = bool(asked) and asked != status.get("lastHandledVerifyTrigger")
+    if by_hand:
+        out.backup_status["lastHandledVerifyTrigger"] = asked
+    if decision.action is not schedule.ScheduleAction.RUN and not by_hand:
         return out
+    if running(records):
+        return out  # one drill at a time per cluster: the window is handled by the running one
     record = drill.pick(records.values())
     if record is None:
         await deps.events.emit(

@@ -34,6 +34,7 @@ __all__ = [
     "TERMINAL",
     "TRIGGER_ANNOTATION",
     "TRIGGER_VALUE_ANNOTATION",
+    "VERIFY_TRIGGER_ANNOTATION",
     "WINDOW_ANNOTATION",
 ]
 
@@ -57,6 +58,8 @@ LEGACY_JOB_NAME_LABEL = "job-name"
 # -- annotations -------------------------------------------------------------------------------
 TRIGGER_ANNOTATION = "backup.openbao.org/trigger"
 """On an OpenBaoCluster: a new value asks for a backup now (kubectl annotate --overwrite)."""
+VERIFY_TRIGGER_ANNOTATION = "backup.openbao.org/verify"
+"""On an OpenBaoCluster: a new value asks for a restore drill now (needs spec.backup.verify)."""
 WINDOW_ANNOTATION = "backup.openbao.org/scheduled-time"
 """On a scheduled record: the cron window it runs."""
 TRIGGER_VALUE_ANNOTATION = "backup.openbao.org/trigger-value"
