@@ -3,10 +3,8 @@ real OpenBao with JWT auth trusting the control plane's service-account tokens, 
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,8 @@ from devenv.nodeagent import LOCAL_NODE_LABEL, NodeAgentProcess
 from devenv.openbao import OpenBao
 from devenv.storage import MOTO_ACCESS_KEY, MOTO_REGION, MOTO_SECRET_KEY, StorageServer
 from kubernetes_asyncio import client as k8s
+
+from tests.polling import until as poll_until
 
 GROUP, VERSION = "backup.openbao.org", "v1alpha1"
 MERGE = "application/merge-patch+json"
@@ -92,15 +92,8 @@ async def until(
     what: str = "condition",
     interval: float = 0.25,
 ) -> Any:
-    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    """:func:`tests.polling.until` with the e2e lane's longer defaults."""
+    return await poll_until(probe, timeout=timeout, what=what, interval=interval)
 
 
 @dataclass

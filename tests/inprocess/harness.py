@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,7 @@ from controller.kube.errors import from_status
 from controller.settings import Settings
 from executor.layout import manifest_key, snapshot_key
 from executor.report import EXIT_CODES, Report, ReportError
+from tests.polling import until as until  # re-exported for the suites
 
 GROUP, VERSION = "backup.openbao.org", "v1alpha1"
 TRIGGER_ANNOTATION = "backup.openbao.org/trigger"
@@ -314,22 +315,6 @@ class FaultyApi(KubeApi):
 # -- waiting ---------------------------------------------------------------------------------
 
 
-async def until(
-    probe: Callable[[], Awaitable[Any]],
-    *,
-    timeout: float = 60.0,
-    what: str = "condition",
-    interval: float = 0.1,
-) -> Any:
-    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 # -- the controller in process ---------------------------------------------------------------
