@@ -162,6 +162,7 @@ async def test_a_foreign_holder_blocks_while_it_renews_and_is_taken_over_on_time
 
     await until(lambda: _truthy(job_posts()), timeout=3 * duration, what="the takeover's Job")
     delay = job_posts()[0] - last_renewal
+    print(f"takeover {delay:.2f}s after the last renewal (lease {duration}s)")
     assert duration - 0.5 <= delay <= duration + duration / 3 + 1.0, delay
     assert await cluster.lock_holder() == f"backup/{name}"
 
