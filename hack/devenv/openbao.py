@@ -128,6 +128,36 @@ class OpenBao:
             'path "sys/storage/raft/snapshot-force" { capabilities = ["update"] }')})
         return "openbao-restore"
 
+    def ensure_kv_mount(self, mount: str = "secret", *, version: int = 2) -> None:
+        """A KV mount of ``version`` at ``mount``, ready to serve (idempotent: an existing
+        mount of that version is kept; one of another type or version is an error)."""
+        status, payload = self.request("GET", f"sys/mounts/{mount}")
+        if status == 200:
+            info = json.loads(payload)
+            info = info.get("data") or info
+            have = str((info.get("options") or {}).get("version") or "1")
+            if info.get("type") != "kv" or have != str(version):
+                raise ServerError(f"{mount}/ is mounted as {info.get('type')} v{have}, "
+                                  f"not kv v{version}")
+        else:
+            self.api("POST", f"sys/mounts/{mount}",
+                     {"type": "kv", "options": {"version": str(version)}})
+        if version == 2:
+            # KV v2 upgrades its storage asynchronously after mounting; wait until it serves.
+            self.server.wait_until(lambda: self.request("GET", f"{mount}/config")[0] == 200,
+                                   timeout=20, what=f"kv-v2 at {mount}/ ready")
+
+    def setup_marker_policy(self, *, name: str, marker_path: str) -> str:
+        """A policy ``name`` that may take snapshots and write and read the freshness marker
+        at ``marker_path`` (an API path, e.g. ``secret/data/x/marker``); returns its name.
+
+        The backup writes the marker (create/update); a restore drill logs in to the restored
+        copy with the same role and reads it back (read)."""
+        self.api("PUT", f"sys/policies/acl/{name}", {"policy": (
+            'path "sys/storage/raft/snapshot" { capabilities = ["read"] }\n'
+            f'path "{marker_path}" {{ capabilities = ["create", "update", "read"] }}')})
+        return name
+
     def jwt_role(
         self, *, mount: str, role: str, subject: str, audience: str, policy: str | None = None
     ) -> None:

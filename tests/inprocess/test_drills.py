@@ -73,7 +73,9 @@ async def drilled_cluster(world: World, name: str, **backup: Any) -> Cluster:
     return cluster
 
 
-async def succeeded(world: World, cluster: Cluster, value: str) -> dict[str, Any]:
+async def succeeded(
+    world: World, cluster: Cluster, value: str, *, lock_free: bool = True
+) -> dict[str, Any]:
     known = {r["metadata"]["name"] for r in await cluster.records()}
     await cluster.trigger(value)
     rec = await cluster.new_record(known)
@@ -84,7 +86,8 @@ async def succeeded(world: World, cluster: Cluster, value: str) -> dict[str, Any
     assert env["OBB_MARKER_PATH"] == "secret/data/openbao-backup/marker"
     await play_kubelet(world.kube, world.namespace, f"{name}-backup")
     done: dict[str, Any] = await cluster.wait_phase(name, {"Succeeded"})
-    await cluster.wait_lock_free()
+    if lock_free:
+        await cluster.wait_lock_free()
     return done
 
 
@@ -202,16 +205,24 @@ async def test_retention_never_deletes_the_newest_verified_backup(world: World) 
     )
     await wait_verification(cluster, name, {"Passed"})
     second = await succeeded(world, cluster, "two")
-    third = await succeeded(world, cluster, "three")
+    # the third success prunes the second (maxCount 1 among the unverified), not the first
+    third = await succeeded(world, cluster, "three", lock_free=False)
+    victim = second["metadata"]["name"]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    deleted = Report(
+        mode="delete",
+        outcome="succeeded",
+        started_at=now,
+        finished_at=now,
+        deleted_keys=(second["status"]["key"],),
+    )
+    await play_kubelet(world.kube, world.namespace, f"{victim}-delete", report=deleted)
 
-    async def second_pruned() -> bool:
-        return await cluster.record(second["metadata"]["name"]) is None or bool(
-            (await cluster.record(second["metadata"]["name"]) or {})
-            .get("metadata", {})
-            .get("deletionTimestamp")
-        )
+    async def second_gone() -> bool:
+        return await cluster.record(victim) is None
 
-    await until(second_pruned, what="the unverified older backup pruned", timeout=30)
+    await until(second_gone, what="the unverified older backup pruned", timeout=30)
     kept = await cluster.record(name)
     assert kept is not None and not kept["metadata"].get("deletionTimestamp")
     assert await cluster.record(third["metadata"]["name"]) is not None
+    await cluster.wait_lock_free()

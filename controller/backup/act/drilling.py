@@ -9,6 +9,8 @@ Guarantees:
   loopback with an emptyDir for storage, and needs no operation lock;
 * a new value of the annotation ``backup.openbao.org/verify`` asks for a drill now (like the
   backup trigger; recorded in ``status.backup.lastHandledVerifyTrigger``);
+* one drill at a time per cluster: a window or request due while one runs waits for it,
+  never dropped;
 * at most one drill per due window (the Job is named after the record, ``<record>-drill``;
   AlreadyExists = already running), windows missed while the controller was down are not
   caught up beyond the newest (the schedule decider's rule);
@@ -66,6 +68,10 @@ async def plan(
     if decision.action is schedule.ScheduleAction.INVALID:
         out.invalid = f"spec.backup.verify: {decision.message}"
         return out
+    if running(records):
+        # One drill at a time per cluster. A window or request that comes due meanwhile stays
+        # unhandled and runs when this drill's Job ends (its watch event wakes the cluster).
+        return out
     if decision.handled_through is not None:
         out.backup_status["lastHandledVerifyWindow"] = cond.rfc3339(decision.handled_through)
     asked = (cluster_obj["metadata"].get("annotations") or {}).get(VERIFY_TRIGGER_ANNOTATION)
@@ -74,8 +80,6 @@ async def plan(
         out.backup_status["lastHandledVerifyTrigger"] = asked
     if decision.action is not schedule.ScheduleAction.RUN and not by_hand:
         return out
-    if running(records):
-        return out  # one drill at a time per cluster: the window is handled by the running one
     record = drill.pick(records.values())
     if record is None:
         await deps.events.emit(

@@ -8,8 +8,8 @@ Guarantees:
 
 * :func:`parse_marker` / :func:`parse_verify` are total: a value or problems naming the field;
 * :func:`pick` chooses the backup a due drill verifies: the newest ``Succeeded`` record that
-  has no verification yet (not being deleted); older unverified ones are skipped, since a
-  newer verified backup supersedes them;
+  has no verification yet (not being deleted), so every drill proves the freshest backup it
+  has not proved before;
 * :func:`outcome_of` turns the drill Job's report into the record's ``status.verification``:
   ``Passed`` (restored, unsealed and, if a marker was written, the marker matched),
   ``Partial`` (archive, sizes and Raft index checked; not unsealed because no keys were
