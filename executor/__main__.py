@@ -142,6 +142,7 @@ def _report(
         error=report_error,
         marker=progress.marker,
         drill=progress.drill,
+        cleaned=progress.cleaned,
     )
 
 

@@ -14,6 +14,15 @@ Guarantees:
 * the manifest (:class:`~executor.layout.Manifest`) is written after the snapshot object; if
   it cannot be written, the snapshot object is deleted again (a snapshot without manifest is
   not a backup) and the run fails with a storage error that says whether that delete worked;
+* before it begins uploading, a backup removes what killed runs of the SAME cluster left
+  behind (no ``abort`` runs on SIGKILL, node loss or OOM): unfinished uploads under the
+  cluster's prefix (:func:`executor.layout.cluster_prefix`) that started before this run
+  (:meth:`~executor.storage.base.SnapshotSink.clean_abandoned`; S3 multipart uploads, Azure
+  uncommitted-only blobs; GCS sessions cannot be listed). The backup holds the cluster's
+  operation lock, so no other upload of this cluster is running; nothing outside the prefix
+  is ever considered. The cleanup is bounded (:data:`CLEANUP_BUDGET` seconds) and NEVER fails
+  the backup: an error is logged and reported in the report's ``cleaned.error``; what was
+  removed is reported in ``cleaned`` (:class:`~executor.report.Cleaned`);
 * the login token is revoked at the end, success or not (static tokens are left alone);
 * with ``OBB_MARKER_PATH`` the freshness marker (:mod:`executor.marker`) is written with our
   token before the upload begins and the snapshot is requested, and recorded in the manifest
@@ -25,26 +34,40 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import traceback
 import uuid
 
 from executor import __version__
 from executor.archive import SnapshotVerifier, VerifiedSnapshot
 from executor.contract import Config
-from executor.errors import StorageError
-from executor.layout import Manifest, Marker, manifest_key, rfc3339, snapshot_key
+from executor.errors import ExecutorError, StorageError
+from executor.layout import (
+    Manifest,
+    Marker,
+    cluster_prefix,
+    manifest_key,
+    rfc3339,
+    snapshot_key,
+)
 from executor.log import get_logger
 from executor.marker import new_marker, write_marker
 from executor.openbao import Leader, OpenBao
 from executor.progress import Progress
+from executor.report import Cleaned
+from executor.secrets import scrub
 from executor.storage import open_sink
-from executor.storage.base import SnapshotSink, Upload
+from executor.storage.base import CleanupResult, SnapshotSink, Upload
 
 log = get_logger("executor.backup")
+
+#: Seconds the removal of abandoned uploads may take before the backup goes on without it.
+CLEANUP_BUDGET = 60.0
 
 
 async def run_backup(*, config: Config, progress: Progress) -> None:
     assert config.openbao is not None
     assert config.backup is not None
+    started = dt.datetime.now(dt.UTC)
     async with OpenBao.open(settings=config.openbao) as bao:
         progress.enter("locating the active OpenBao node")
         leader = await bao.find_leader()
@@ -53,13 +76,20 @@ async def run_backup(*, config: Config, progress: Progress) -> None:
         await bao.login()
         progress.enter("opening the storage")
         async with open_sink(settings=config.storage) as sink:
-            await _backup(config=config, progress=progress, bao=bao, leader=leader, sink=sink)
+            await _backup(config=config, progress=progress, bao=bao, leader=leader, sink=sink,
+                          started=started)
 
 
 async def _backup(
-    *, config: Config, progress: Progress, bao: OpenBao, leader: Leader, sink: SnapshotSink
+    *, config: Config, progress: Progress, bao: OpenBao, leader: Leader, sink: SnapshotSink,
+    started: dt.datetime,
 ) -> None:
     assert config.backup is not None
+    await clean_abandoned(
+        sink=sink, progress=progress, before=started,
+        prefix=cluster_prefix(path_prefix=config.storage.path_prefix,
+                              namespace=config.cluster.namespace, cluster=config.cluster.name),
+    )
     taken_at = dt.datetime.now(dt.UTC)
     key = snapshot_key(
         path_prefix=config.storage.path_prefix,
@@ -150,6 +180,43 @@ async def _transfer(
                 raise
             await feed
     return verifier.finish(), source
+
+
+async def clean_abandoned(
+    *, sink: SnapshotSink, progress: Progress, prefix: str, before: dt.datetime,
+    budget: float = CLEANUP_BUDGET,
+) -> Cleaned | None:
+    """Remove the unfinished uploads of killed runs under ``prefix`` started before
+    ``before``; never raises an error of its own (cancellation passes). Sets and returns
+    ``progress.cleaned`` (None when the provider cannot list unfinished uploads)."""
+    progress.enter("removing abandoned uploads")
+    result = CleanupResult()
+    error: str | None = None
+    try:
+        async with asyncio.timeout(budget):
+            await sink.clean_abandoned(prefix=prefix, before=before, result=result)
+    except TimeoutError:
+        error = (f"stopped after {budget:g} s with {len(result.removed)} removed; the next "
+                 "backup goes on")
+    except ExecutorError as exc:
+        error = exc.message
+    except Exception as exc:  # a bug must not cost the backup either
+        log.error("unexpected error while removing abandoned uploads",
+                  traceback=traceback.format_exc())
+        error = f"unexpected {exc.__class__.__name__}: {exc}"
+    if not result.supported:
+        log.info("this provider cannot list unfinished uploads; a lifecycle rule removes them",
+                 prefix=prefix)
+        return None
+    if error is not None:
+        error = scrub(error)
+        log.warning("could not remove all abandoned uploads (the backup goes on)",
+                    prefix=prefix, removed=len(result.removed), error=error)
+    elif result.removed:
+        log.info("removed abandoned uploads of earlier runs", prefix=prefix,
+                 removed=len(result.removed))
+    progress.cleaned = Cleaned.of(result.removed, error)
+    return progress.cleaned
 
 
 async def _remove_orphan(*, sink: SnapshotSink, key: str) -> bool:

@@ -26,6 +26,14 @@ Guarantees:
   gzip+tar archive on the fly. The upload is committed only if the archive is complete
   (gzip trailer, tar end marker, `meta.json`, `state.bin`, `SHA256SUMS`, non-empty
   `SHA256SUMS.sealed`) and `SHA256SUMS` matches the members; any failure aborts the upload.
+- **Nothing left behind after a kill.** A failed or terminated run aborts its upload. A
+  KILLED run (SIGKILL, node loss, OOM) cannot, so each backup first removes what earlier runs
+  of the same cluster left unfinished: S3 multipart uploads and Azure blobs holding only
+  uncommitted blocks, under `<pathPrefix>/<namespace>/<cluster>/` only and started before the
+  run (it holds the cluster's operation lock). This never fails the backup; the report's
+  `cleaned` says what was removed. GCS resumable sessions cannot be listed: they expire after
+  a week and are never visible. Lifecycle rules that catch the rest:
+  [storage-lifecycle.md](storage-lifecycle.md).
 - **Constant memory.** At most `OBB_CONCURRENCY` parts of `OBB_PART_SIZE` are in flight, plus
   the part being filled, whatever the snapshot size.
 - **A mismatch is never applied.** A restore refuses a snapshot without manifest, verifies the
@@ -130,6 +138,13 @@ def render() -> str:
         "openbaoVersion are its manifest's (null if no manifest could be read); `outcome` "
         "says whether the object matched them.",
         "- delete: `deletedKeys` lists the snapshot keys now absent (deleted or already gone).",
+        "- backup on S3 and Azure: `cleaned` counts the unfinished uploads of earlier, killed "
+        "runs of the same cluster removed before the upload began (`uploads`; S3: multipart "
+        "uploads aborted, Azure: uncommitted-only blobs deleted), names at most "
+        f"{report.CLEANED_KEYS_MAX} of them (`keys`) and says why the cleanup stopped early "
+        "(`error`, e.g. a missing `s3:ListBucketMultipartUploads` permission; the backup goes "
+        "on). Absent for GCS (resumable sessions cannot be listed). A malformed `cleaned` is "
+        "ignored by `Report.from_json`.",
         "- backup with `OBB_MARKER_PATH`: `marker` is the freshness marker written before the "
         "snapshot (also in the manifest).",
         "- drill: like verify, plus `marker` (the manifest's, if any) and `drill`: `unsealed` "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from executor.errors import ErrorClass
 from executor.layout import Marker
-from executor.report import DrillResult
+from executor.report import Cleaned, DrillResult
 
 #: The error class a deadline/termination is reported as, by phase.
 PHASE_CLASS: dict[str, ErrorClass] = {
@@ -19,6 +19,7 @@ PHASE_CLASS: dict[str, ErrorClass] = {
     "locating the active OpenBao node": "leader",
     "logging in to OpenBao": "auth",
     "opening the storage": "storage",
+    "removing abandoned uploads": "storage",
     "streaming the snapshot": "snapshot",
     "committing the snapshot": "storage",
     "writing the manifest": "storage",
@@ -50,6 +51,7 @@ class Progress:
     deleted_keys: tuple[str, ...] | None = None
     marker: Marker | None = None
     drill: DrillResult | None = None
+    cleaned: Cleaned | None = None
 
     def enter(self, phase: str) -> None:
         assert phase in PHASE_CLASS, phase

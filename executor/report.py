@@ -14,7 +14,9 @@ Guarantees:
      "marker": {"path": str, "kvVersion": 1|2, "record": str, "time": RFC3339,
                 "nonce": str}                                      (only when set),
      "drill": {"unsealed": bool, "markerChecked": bool, "markerMatched": bool|null,
-               "partial": bool}                                    (only in drill mode)}
+               "partial": bool}                                    (only in drill mode),
+     "cleaned": {"uploads": int, "keys": [str], "error": str|null}
+                                                   (backup on S3/Azure, only when set)}
 
 * ``outcome == "succeeded"`` if and only if ``error`` is null;
 * for a backup, ``key``/``manifestKey`` name the objects written; when a backup failed,
@@ -26,10 +28,18 @@ Guarantees:
   delete, ``deletedKeys`` lists the snapshot keys now absent (deleted or already gone);
 * ``marker`` (backup: the freshness marker written before the snapshot; drill: the marker the
   manifest promises) and ``drill`` (what a restore drill proved) are present only when set;
+* ``cleaned`` (backup, when the provider can list unfinished uploads: S3, Azure) says what the
+  backup removed before it began uploading: ``uploads`` unfinished uploads of earlier runs of
+  the same cluster (S3: multipart uploads aborted; Azure: blobs with only uncommitted blocks
+  deleted), started before this run, under the cluster's prefix; ``keys`` names at most
+  :data:`CLEANED_KEYS_MAX` of them; ``error`` says why the cleanup stopped early (it never
+  fails the backup);
 * :meth:`Report.to_json` is ASCII-only and at most :data:`MAX_BYTES` bytes (the kubelet keeps
-  4096): the error message is shortened first, then ``deletedKeys`` (with a note in the
-  message), so the text always parses;
-* :meth:`Report.from_json` ignores unknown fields and rejects wrong types;
+  4096): ``cleaned.keys`` is dropped first (the count stays), then the error message is
+  shortened, then ``deletedKeys`` (with a note in the message), so the text always parses;
+* :meth:`Report.from_json` ignores unknown fields and rejects wrong types, except in
+  ``cleaned``, which is informational: a malformed ``cleaned`` is ignored (read as absent),
+  never a reason to reject a report;
 * :data:`EXIT_CODES` maps the error class to the process exit code (0 when succeeded).
 """
 
@@ -48,6 +58,10 @@ Outcome = Literal["succeeded", "failed"]
 ReportMode = Literal["backup", "restore", "delete", "verify", "drill"]
 REPORT_VERSION = 1
 MAX_BYTES = 4000
+#: At most this many keys are listed in ``cleaned.keys`` (``cleaned.uploads`` counts all).
+CLEANED_KEYS_MAX = 10
+#: ``cleaned.error`` is cut to this many characters.
+CLEANED_ERROR_MAX = 300
 
 EXIT_CODES: dict[ErrorClass, int] = {
     "configuration": 10,
@@ -101,6 +115,38 @@ class DrillResult:
 
 
 @dataclass(frozen=True)
+class Cleaned:
+    """What a backup removed before it began uploading (see the module guarantees)."""
+
+    uploads: int = 0
+    keys: tuple[str, ...] = ()
+    error: str | None = None
+
+    @classmethod
+    def of(cls, keys: list[str], error: str | None) -> Cleaned:
+        """The report field for ``keys`` removed (all of them) and ``error`` (capped)."""
+        return cls(uploads=len(keys), keys=tuple(keys[:CLEANED_KEYS_MAX]),
+                   error=error[:CLEANED_ERROR_MAX] if error is not None else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uploads": self.uploads, "keys": list(self.keys), "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Cleaned | None:
+        """Lenient: None for anything malformed (the field is informational)."""
+        if not isinstance(data, dict):
+            return None
+        uploads, keys, error = data.get("uploads"), data.get("keys", []), data.get("error")
+        if not isinstance(uploads, int) or isinstance(uploads, bool) or uploads < 0:
+            return None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            return None
+        if error is not None and not isinstance(error, str):
+            return None
+        return cls(uploads=uploads, keys=tuple(keys), error=error)
+
+
+@dataclass(frozen=True)
 class Report:
     mode: ReportMode
     outcome: Outcome
@@ -117,6 +163,7 @@ class Report:
     error: ReportError | None = None
     marker: Marker | None = None
     drill: DrillResult | None = None
+    cleaned: Cleaned | None = None
 
     def __post_init__(self) -> None:
         if (self.outcome == "succeeded") != (self.error is None):
@@ -136,6 +183,8 @@ class Report:
             out["marker"] = self.marker.to_dict()
         if self.drill is not None:
             out["drill"] = self.drill.to_dict()
+        if self.cleaned is not None:
+            out["cleaned"] = self.cleaned.to_dict()
         return out
 
     def _base_dict(self) -> dict[str, Any]:
@@ -167,6 +216,11 @@ class Report:
         if len(text) <= max_bytes:
             return text
         report = self
+        if report.cleaned is not None and report.cleaned.keys:
+            report = replace(report, cleaned=replace(report.cleaned, keys=()))
+            text = _dump(report.to_dict())
+            if len(text) <= max_bytes:
+                return text
         if report.error is not None:
             report = _shorten_message(report, len(text) - max_bytes, max_bytes=max_bytes)
             text = _dump(report.to_dict())
@@ -192,6 +246,8 @@ class Report:
         minimal = replace(
             report,
             key=None, manifest_key=None, deleted_keys=None, marker=None,
+            cleaned=(Cleaned(uploads=report.cleaned.uploads)
+                     if report.cleaned is not None else None),
             error=ReportError(
                 report.error.error_class if report.error else "internal",
                 "report too large; see the executor's log",
@@ -255,6 +311,7 @@ class Report:
             error=error,
             marker=Marker.from_dict(raw_marker) if raw_marker is not None else None,
             drill=DrillResult.from_dict(raw_drill) if raw_drill is not None else None,
+            cleaned=Cleaned.from_dict(data.get("cleaned")),
         )
 
 

@@ -9,6 +9,12 @@ Guarantees (beyond :mod:`executor.storage.base`):
   ``If-None-Match: *`` (an existing blob is never overwritten);
 * on failure nothing is committed: staged blocks stay invisible and the service discards them
   (after a week); there is no blob at the key;
+* staged blocks left by a KILLED run live on a blob with no committed content (it appears only
+  in listings with ``include=uncommittedblobs``); the next backup of the same cluster deletes
+  such blobs under the cluster's prefix whose last modification is before the run started
+  (:meth:`AzureSink.clean_abandoned`). A blob is a candidate only if it is absent from the
+  committed listing taken AFTER the uncommitted one and Get Blob Properties still answers 404
+  right before the delete, so a committed blob is never deleted;
 * block ids are the zero-padded block number (equal length; base64 on the wire); at most
   50,000 blocks (``OBB_PART_SIZE`` x 50,000 is the largest snapshot);
 * credentials, first match wins: ``AZURE_STORAGE_CONNECTION_STRING`` (must carry an account key
@@ -22,6 +28,7 @@ Guarantees (beyond :mod:`executor.storage.base`):
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -53,8 +60,11 @@ from executor.log import get_logger
 from executor.storage.base import (
     META_SHA256,
     META_SIZE,
+    CleanupResult,
     NumberedUpload,
     ObjectInfo,
+    check_cleanup_prefix,
+    is_abandoned,
 )
 
 log = get_logger("executor.storage.azure")
@@ -242,6 +252,39 @@ class AzureSink:
         with self._t(f"listing {prefix}"):
             async for item in self._container.list_blobs(name_starts_with=prefix):
                 yield ObjectInfo(key=item.name, size=int(item.size), version=item.etag)
+
+    async def clean_abandoned(
+        self, *, prefix: str, before: dt.datetime, result: CleanupResult
+    ) -> None:
+        """Delete the blobs under ``prefix`` that hold only uncommitted blocks, last modified
+        before ``before``."""
+        check_cleanup_prefix(prefix)
+        listed: dict[str, dt.datetime | None] = {}
+        with self._t(f"listing the uncommitted blobs under {prefix}"):
+            async for item in self._container.list_blobs(
+                name_starts_with=prefix, include=["uncommittedblobs"]
+            ):
+                listed[item.name] = item.last_modified or item.creation_time
+            # Listed second: a blob committed in between shows up here and is left alone.
+            async for item in self._container.list_blobs(name_starts_with=prefix):
+                listed.pop(item.name, None)
+        for name, modified in listed.items():
+            if not is_abandoned(key=name, started=modified, prefix=prefix, before=before):
+                continue
+            blob = self._container.get_blob_client(name)
+            try:
+                with self._t(f"checking the uncommitted blob {name}"):
+                    await blob.get_blob_properties()
+                continue  # it has committed content now: not ours to delete
+            except ObjectNotFound:
+                pass
+            try:
+                with self._t(f"deleting the uncommitted blob {name}"):
+                    await blob.delete_blob()
+            except ObjectNotFound:
+                continue  # expired or removed meanwhile
+            result.removed.append(name)
+            log.info("deleted the uncommitted blocks an earlier run left behind", key=name)
 
 
 @asynccontextmanager

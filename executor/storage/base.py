@@ -9,12 +9,21 @@ Guarantees of every :class:`SnapshotSink` implementation:
 * :meth:`Upload.abort` is called on ANY failure or cancellation before commit; it is
   idempotent, never raises, and leaves nothing at ``key`` and no pending upload behind (S3:
   AbortMultipartUpload; GCS: DELETE of the resumable session; Azure: nothing is committed and
-  uncommitted blocks expire);
+  uncommitted blocks expire). A KILLED run cannot abort: :meth:`SnapshotSink.clean_abandoned`
+  lets the next run of the same cluster remove what it left;
 * memory is bounded: at most ``concurrency`` parts in flight plus one part being filled
   (:class:`PartBuffer` + :class:`PartUploader` apply back-pressure to the producer);
 * :meth:`SnapshotSink.get` streams an object in bounded chunks, optionally only if its content
   is still the version seen by :meth:`SnapshotSink.head` (ETag/generation precondition);
 * :meth:`SnapshotSink.delete` is idempotent (an absent object is not an error);
+* :meth:`SnapshotSink.clean_abandoned` removes unfinished uploads that earlier runs left
+  behind when they were killed (SIGKILL, node loss, OOM: no ``abort`` ran): only uploads whose
+  key starts with ``prefix`` (a cluster's ``<pathPrefix>/<namespace>/<cluster>/``, checked to
+  end with ``/``) AND that started strictly before ``before`` (:func:`is_abandoned`); it never
+  touches a committed object. Each removed key is appended to ``result.removed`` as soon as it
+  is gone (so a caller's time budget keeps what was done); errors are raised (translated),
+  the caller decides that they never fail a backup. A provider that cannot list unfinished
+  uploads sets ``result.supported = False`` (GCS: resumable sessions are not listable);
 * nothing here creates buckets; foreign errors are translated by the provider module into
   :class:`~executor.errors.StorageError` / :class:`~executor.errors.ObjectNotFound`.
 """
@@ -22,6 +31,7 @@ Guarantees of every :class:`SnapshotSink` implementation:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -43,6 +53,31 @@ class ObjectInfo:
     size: int
     version: str | None = None  # ETag (S3, Azure) or generation (GCS): a content identity
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CleanupResult:
+    """What :meth:`SnapshotSink.clean_abandoned` did (filled in as it goes)."""
+
+    supported: bool = True
+    removed: list[str] = field(default_factory=list)
+
+
+def check_cleanup_prefix(prefix: str) -> None:
+    """A cleanup is confined to one cluster's directory: never the bucket root."""
+    if not prefix.endswith("/") or not prefix.strip("/"):
+        raise InternalError(f"refusing to clean up under {prefix!r}: not a cluster prefix")
+
+
+def is_abandoned(*, key: str, started: dt.datetime | None, prefix: str,
+                 before: dt.datetime) -> bool:
+    """An unfinished upload is ours to remove only if it is under ``prefix`` and started
+    strictly before ``before`` (unknown start time: never). Naive times are UTC."""
+    if started is None or not key.startswith(prefix):
+        return False
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=dt.UTC)
+    return started < before
 
 
 class Upload(Protocol):
@@ -75,6 +110,10 @@ class SnapshotSink(Protocol):
     async def delete(self, *, key: str) -> bool: ...
 
     def list(self, *, prefix: str) -> AsyncIterator[ObjectInfo]: ...
+
+    async def clean_abandoned(
+        self, *, prefix: str, before: dt.datetime, result: CleanupResult
+    ) -> None: ...
 
 
 class PartBuffer:

@@ -16,9 +16,15 @@ Guarantees (beyond :mod:`executor.storage.base`):
 * a 308 answer's ``Range`` header is the persisted offset: whatever the server did not keep
   is resent from there; 408/429/5xx and connection errors are retried (``OBB_STORAGE_RETRIES``)
   after asking the session for its persisted offset (``Content-Range: bytes */*``);
-* on failure the session is cancelled with DELETE, and anything visible at the key is deleted
-  (the key did not exist before, so it can only be our partial object: fake-gcs-server, unlike
-  GCS, exposes partially uploaded objects);
+* on failure the session is cancelled with DELETE (retried like any request), and anything
+  visible at the key is deleted (the key did not exist before, so it can only be our partial
+  object: fake-gcs-server, unlike GCS, exposes partially uploaded objects); this includes a
+  cancellation (SIGTERM, deadline) that arrives while the session is being created: the
+  creation request is let finish and the session it created is cancelled;
+* resumable sessions cannot be listed through the API, so a session of a KILLED run (no
+  DELETE sent) cannot be found by the next run (:meth:`GcsSink.clean_abandoned` reports
+  "unsupported"); GCS discards it with its uploaded bytes a week after it was created, and
+  none of it is ever visible as an object (see docs/storage-lifecycle.md);
 * sha256/size are set as object metadata with a metadata-only PATCH (``ifGenerationMatch`` the
   new generation) right after the final chunk; other context metadata is set at session
   creation;
@@ -32,6 +38,7 @@ Guarantees (beyond :mod:`executor.storage.base`):
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -49,6 +56,7 @@ from executor.openbao import ssl_context
 from executor.storage.base import (
     META_SHA256,
     META_SIZE,
+    CleanupResult,
     ObjectInfo,
     PartBuffer,
     sleep_backoff,
@@ -198,6 +206,25 @@ class GcsSink:
     # -- SnapshotSink -------------------------------------------------------------------------
 
     async def begin(self, *, key: str, metadata: Mapping[str, str]) -> GcsUpload:
+        creating = asyncio.ensure_future(self._create_session(key=key, metadata=metadata))
+        try:
+            session_uri = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            await self._cancel_orphan(creating, key=key)
+            raise
+        return GcsUpload(sink=self, key=key, session_uri=session_uri,
+                         chunk_size=self._settings.part_size)
+
+    async def _cancel_orphan(self, creating: asyncio.Future[str], *, key: str) -> None:
+        """Cancelled while a session was being created: let the request finish (it is bounded
+        by the client's timeouts) and cancel the session it created, if any."""
+        try:
+            session_uri = await creating
+        except Exception:
+            return  # no session was created
+        await cancel_session(self, session_uri, key=key)
+
+    async def _create_session(self, *, key: str, metadata: Mapping[str, str]) -> str:
         doing = f"starting the upload of {key}"
         answer = await self.request(
             "POST",
@@ -210,8 +237,13 @@ class GcsSink:
         )
         if answer.status not in (200, 201) or not answer.headers.get("Location"):
             raise self.fail(doing, answer)
-        return GcsUpload(sink=self, key=key, session_uri=answer.headers["Location"],
-                         chunk_size=self._settings.part_size)
+        return answer.headers["Location"]
+
+    async def clean_abandoned(
+        self, *, prefix: str, before: dt.datetime, result: CleanupResult
+    ) -> None:
+        """Resumable upload sessions cannot be listed: nothing to find (see the module)."""
+        result.supported = False
 
     async def head(self, *, key: str) -> ObjectInfo:
         doing = f"looking up {key}"
@@ -444,14 +476,7 @@ class GcsUpload:
             self._inflight.cancel()
             await asyncio.gather(self._inflight, return_exceptions=True)
             self._inflight = None
-        try:
-            async with self._sink._session.delete(self.session_uri) as resp:
-                status = resp.status
-            # GCS answers 499 to a cancelled session; 404/410 means it is already gone.
-            log.info("resumable session cancelled", key=self.key, status=status)
-        except _FOREIGN as exc:
-            log.error("could not cancel the resumable session (it expires after a week)",
-                      key=self.key, error=_describe(exc))
+        await cancel_session(self._sink, self.session_uri, key=self.key)
         await self._remove_object()
 
     async def _remove_object(self) -> None:
@@ -461,6 +486,18 @@ class GcsUpload:
         except StorageError as exc:
             log.error("could not remove a possible partial object", key=self.key,
                       error=exc.message)
+
+
+async def cancel_session(sink: GcsSink, session_uri: str, *, key: str) -> None:
+    """DELETE a resumable session (retried); never raises. GCS answers 499 to a cancelled
+    session; 404/410 means it is already gone."""
+    try:
+        answer = await sink.request("DELETE", session_uri, auth=False,
+                                    doing=f"cancelling the upload session of {key}")
+        log.info("resumable session cancelled", key=key, status=answer.status)
+    except StorageError as exc:
+        log.error("could not cancel the resumable session (GCS discards it after a week)",
+                  key=key, error=exc.message)
 
 
 @asynccontextmanager

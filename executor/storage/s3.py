@@ -12,6 +12,10 @@ Guarantees (beyond :mod:`executor.storage.base`):
 * any failure or cancellation before completion aborts the multipart upload
   (AbortMultipartUpload); if even the abort fails the error is logged with the upload id and
   a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the last line of defence;
+* uploads left behind by a KILLED run (no abort ran) are aborted by the next backup of the
+  same cluster (:meth:`S3Sink.clean_abandoned`: ListMultipartUploads with
+  ``Prefix=<cluster prefix>``, AbortMultipartUpload for each one whose ``Initiated`` is before
+  the run started; needs ``s3:ListBucketMultipartUploads`` and ``s3:AbortMultipartUpload``);
 * S3 cannot set metadata after an upload completes, so the object's user metadata holds the
   context known at start (cluster, trigger, executor version) and the sha256/size are added
   as object TAGS after completion (best effort: some S3-compatible stores have no tagging;
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import io
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -62,8 +67,11 @@ from executor.log import get_logger
 from executor.storage.base import (
     META_SHA256,
     META_SIZE,
+    CleanupResult,
     NumberedUpload,
     ObjectInfo,
+    check_cleanup_prefix,
+    is_abandoned,
 )
 
 log = get_logger("executor.storage.s3")
@@ -258,6 +266,36 @@ class S3Sink:
                 for item in page.get("Contents", []):
                     yield ObjectInfo(key=item["Key"], size=int(item["Size"]),
                                      version=item.get("ETag"))
+
+    async def clean_abandoned(
+        self, *, prefix: str, before: dt.datetime, result: CleanupResult
+    ) -> None:
+        """Abort the multipart uploads under ``prefix`` initiated before ``before``."""
+        check_cleanup_prefix(prefix)
+        stale: list[tuple[str, str]] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with self._t(f"listing the unfinished uploads under {prefix}"):
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                for item in page.get("Uploads", []):
+                    if is_abandoned(key=item["Key"], started=item.get("Initiated"),
+                                    prefix=prefix, before=before):
+                        stale.append((item["Key"], item["UploadId"]))
+        for key, upload_id in stale:
+            try:
+                await self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=key, UploadId=upload_id
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    continue  # completed or aborted meanwhile
+                raise _translate(exc, doing=f"aborting the unfinished upload of {key}",
+                                 bucket=self._bucket) from None
+            except _FOREIGN as exc:
+                raise _translate(exc, doing=f"aborting the unfinished upload of {key}",
+                                 bucket=self._bucket) from None
+            result.removed.append(key)
+            log.info("aborted an unfinished multipart upload left by an earlier run", key=key,
+                     upload_id=upload_id)
 
 
 @asynccontextmanager

@@ -11,14 +11,16 @@ Guarantees:
   (:func:`_cancelled`);
 * the result finalizer is removed from the Job and its pods only after the record holds the
   result (:func:`release_finalizers`, called by :mod:`.outcome`);
-* :func:`cancel` deletes a run's Job (used when the record fails for a reason of ours).
+* :func:`cancel` deletes a run's Job (used when the record fails for a reason of ours);
+* what the executor cleaned up before uploading (unfinished uploads of killed runs, see
+  docs/storage-lifecycle.md) becomes a ``StaleUploadsCleaned`` event on the record.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from controller.backup.act.deps import Deps
 from controller.backup.act.lock import job_terminal
@@ -147,7 +149,16 @@ async def record_outcome(deps: Deps, *, record: JSONObject, result: JobResult) -
     )
     status["conditions"] = conds
     status = {k: v for k, v in status.items() if v is not None}
-    return await deps.status.backup(obj=record, status=status)
+    updated = await deps.status.backup(obj=record, status=status)
+    cleaned = report.cleaned if report is not None else None
+    if cleaned is not None and (cleaned.uploads or cleaned.error):
+        shown = ", ".join(cleaned.keys)
+        note = f"removed {cleaned.uploads} unfinished upload(s) left by killed runs: {shown}"
+        if cleaned.error:
+            note = f"{note}; cleanup incomplete: {cleaned.error}"
+        kind: Literal["Normal", "Warning"] = "Warning" if cleaned.error else "Normal"
+        await deps.events.emit(obj=record, type=kind, reason="StaleUploadsCleaned", note=note)
+    return updated
 
 
 async def release_finalizers(deps: Deps, *, namespace: str, job_name: str) -> None:
