@@ -112,7 +112,11 @@ async def test_deleting_a_record_deletes_or_retains_its_snapshot(env: Env) -> No
 async def test_deleting_the_cluster_keeps_its_backups(env: Env) -> None:
     await env.create_cluster("bao")
     kept = await _backup(env, "before-delete")
-    assert env.metric("openbao_backup_success_total", cluster="bao") == 1.0
+
+    async def counted() -> bool:  # the record shows Succeeded a moment before it is counted
+        return env.metric("openbao_backup_success_total", cluster="bao") == 1.0
+
+    await until(counted, what="the success counted")
     await env.custom.delete_namespaced_custom_object(
         "backup.openbao.org", "v1alpha1", env.namespace, "openbaoclusters", "bao"
     )
