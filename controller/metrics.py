@@ -537,6 +537,7 @@ VERIFY_FAILURE = Counter(
 )
 VERIFY_FAILURE_REASONS = (
     "MarkerMismatch",
+    "UnsealKeysMissing",
     "verification",
     "storage",
     "auth",

@@ -151,3 +151,51 @@ def test_assess_applied(probe: HealthProbe, force: bool, index: int | None, stat
     got = assess_applied(probe=probe, force=force, raft_index=index)
     assert got.state is state
     assert got.message
+
+
+def test_a_missing_unseal_keys_secret_is_a_precise_drill_failure() -> None:
+    from controller.backup.decide.drill import Result, outcome_of
+    from controller.backup.decide.jobresult import JobPhase, JobResult
+
+    got = outcome_of(
+        JobResult(
+            JobPhase.FAILED,
+            reason="configuration",
+            message="OBB_UNSEAL_KEYS_FILE: cannot read /var/run/secrets/openbao-unseal-keys/keys",
+        )
+    )
+    assert got is not None and got.result is Result.FAILED
+    assert got.reason == "UnsealKeysMissing"
+    assert "unseal-keys Secret is missing" in got.message
+
+
+def test_the_drill_mounts_the_unseal_keys_optionally() -> None:
+    from controller.backup.decide.drilljob import build_drill_job
+    from controller.backup.decide.spec import parse_cluster
+
+    cluster = parse_cluster(
+        {
+            "metadata": {"name": "vault", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "backup": {
+                    "target": {"provider": "s3", "bucket": "b"},
+                    "auth": {"jwt": {"role": "backup"}},
+                    "verify": {"schedule": "@daily", "unsealKeysSecretRef": {"name": "keys"}},
+                }
+            },
+        }
+    )
+    record = {
+        "metadata": {"name": "vault-1", "namespace": "ns", "uid": "r"},
+        "spec": {"cluster": "vault"},
+        "status": {"key": "ns/vault/20261130T120000Z-0123abcd.snap"},
+    }
+    job = build_drill_job(
+        cluster=cluster,
+        record=record,
+        job_name="vault-1-drill",
+        image="img",
+        ttl_seconds_after_finished=60,
+    )
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["unseal-keys"]["secret"]["optional"] is True

@@ -29,6 +29,8 @@ from controller.backup.decide.conditions import parse_time
 from controller.backup.decide.jobresult import JobPhase, JobResult
 from controller.backup.decide.records import SUCCEEDED, created_at, is_deleting, name_of, phase_of
 
+UNSEAL_KEYS_VARIABLE = "OBB_UNSEAL_KEYS_FILE"
+"""The executor names this variable when the mounted unseal keys cannot be read."""
 DEFAULT_DRILL_PORT = 18200
 DEFAULT_OPENBAO_IMAGE = "quay.io/openbao/openbao:2.4.1"
 """The scratch OpenBao's image when ``spec.backup.verify.openbaoImage`` is not set."""
@@ -162,6 +164,9 @@ def outcome_of(job: JobResult) -> Outcome | None:
         )
     message = job.message or "the drill failed"
     reason = "MarkerMismatch" if "marker mismatch" in message else (job.reason or "Failed")
+    if UNSEAL_KEYS_VARIABLE in message:
+        reason = "UnsealKeysMissing"
+        message = f"the unseal-keys Secret is missing or lacks its key: {message}"
     return Outcome(Result.FAILED, reason, message, unsealed=unsealed, marker_matched=matched)
 
 

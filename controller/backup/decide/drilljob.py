@@ -7,8 +7,9 @@ Guarantees:
   executor in mode ``drill``; the two share only that emptyDir (the executor creates the
   "done" file there, which stops the server, so the Job completes);
 * the live cluster's unseal keys are mounted from the Secret the user names, into the drill
-  pod only (the controller never reads them); without it the drill verifies what it can and
-  says so;
+  pod only (the controller never reads them); without ``unsealKeysSecretRef`` the drill
+  verifies what it can and says so; a named Secret that is missing (or lacks the key) fails
+  the drill at once with reason ``UnsealKeysMissing``, never a pod stuck until its deadline;
 * everything else (hardening, labels, finalizers, deadline, storage and auth wiring) is
   :func:`~.jobspec.build_job`'s, with purpose ``drill``.
 """
@@ -66,7 +67,13 @@ def build_drill_job(
         pod["volumes"].append(
             {
                 "name": "unseal-keys",
-                "secret": {"secretName": secret, "items": [{"key": item, "path": "keys"}]},
+                # optional: a missing Secret must not hold the pod in ContainerCreating until
+                # its deadline; the executor then fails at once naming OBB_UNSEAL_KEYS_FILE
+                "secret": {
+                    "secretName": secret,
+                    "items": [{"key": item, "path": "keys"}],
+                    "optional": True,
+                },
             }
         )
         executor["volumeMounts"].append(
