@@ -309,8 +309,17 @@ UNSEAL_KEYS_FILE = _v(
 DRILL_START_TIMEOUT = _v(
     "Drill", "OBB_DRILL_START_TIMEOUT",
     "Seconds to wait for the scratch OpenBao at each step: to answer sys/health, to become "
-    "active after init or unseal, to seal itself after the restore.",
+    "active after init or unseal, to seal itself after the restore (auto-unseal: to unseal "
+    "itself and become active again).",
     default="60", modes=("drill",),
+)
+DRILL_AUTO_UNSEAL = _v(
+    "Drill", "OBB_DRILL_AUTO_UNSEAL",
+    "true: the live cluster auto-unseals and the scratch server runs with the same seal "
+    "stanza (DRILL_SEAL_CONFIG of DRILL_SERVER_SCRIPT): it is initialised with recovery "
+    "keys, and after the restore it must unseal itself with that seal and become active "
+    "(no OBB_UNSEAL_KEYS_FILE needed).",
+    default="false", modes=("drill",),
 )
 
 _AWS: tuple[Provider, ...] = ("s3",)
@@ -485,6 +494,7 @@ class DrillSettings:
     unseal_keys_file: Path | None
     unseal_keys: tuple[str, ...] = field(default=(), repr=False)
     start_timeout: float = 60.0
+    auto_unseal: bool = False
 
 
 @dataclass(frozen=True)
@@ -574,6 +584,7 @@ class Config:
             env[DRILL_KEY.name] = self.drill.key
             env[DRILL_DONE_FILE.name] = str(self.drill.done_file)
             env[DRILL_START_TIMEOUT.name] = _num(self.drill.start_timeout)
+            env[DRILL_AUTO_UNSEAL.name] = _bool(self.drill.auto_unseal)
             if self.drill.unseal_keys_file is not None:
                 env[UNSEAL_KEYS_FILE.name] = str(self.drill.unseal_keys_file)
         if self.delete is not None:
@@ -1073,6 +1084,7 @@ def _drill(r: _Reader, openbao: OpenBaoSettings | None) -> DrillSettings:
     return DrillSettings(
         key=key, addr=addr, done_file=done_file, unseal_keys_file=keys_file,
         unseal_keys=keys, start_timeout=r.number(DRILL_START_TIMEOUT, lo=1, hi=3600),
+        auto_unseal=r.flag(DRILL_AUTO_UNSEAL),
     )
 
 
@@ -1121,6 +1133,12 @@ def parse_unseal_keys(text: str) -> tuple[str, ...]:
 #: single-node Raft config, starts ``bao server`` in the background, and polls every 0.5 s
 #: until the done file exists (then TERMs the server, KILLs it after 15 s, exits 0) or the
 #: server died (exits with the server's status).
+#:
+#: Optional env DRILL_SEAL_CONFIG: a file holding the live cluster's ``seal "..." {...}``
+#: stanza (HCL, mounted from the Secret or ConfigMap the user names). When it is set and
+#: readable, the server gets it as a second ``-config`` (``bao server`` merges several);
+#: when it is set but not readable, the script exits 1 without starting a server. The file
+#: is never printed.
 DRILL_SERVER_SCRIPT = r"""set -u
 : "${DRILL_DIR:?DRILL_DIR is required}" "${DRILL_PORT:?DRILL_PORT is required}"
 : "${DRILL_DONE_FILE:?DRILL_DONE_FILE is required}"
@@ -1142,7 +1160,17 @@ cluster_addr = "http://127.0.0.1:$cluster_port"
 disable_mlock = true
 ui = false
 HCL
-bao server -config="$DRILL_DIR/drill.hcl" &
+seal_config=${DRILL_SEAL_CONFIG:-}
+if [ -n "$seal_config" ]; then
+  if [ ! -r "$seal_config" ] || [ ! -f "$seal_config" ]; then
+    echo "drill server: DRILL_SEAL_CONFIG $seal_config is not a readable file" >&2
+    exit 1
+  fi
+  echo "drill server: using the seal configuration in $seal_config"
+  bao server -config="$DRILL_DIR/drill.hcl" -config="$seal_config" &
+else
+  bao server -config="$DRILL_DIR/drill.hcl" &
+fi
 pid=$!
 stopped=0
 trap 'stopped=1; kill -TERM "$pid" 2>/dev/null' TERM INT

@@ -12,15 +12,24 @@ Guarantees:
   the whole of ``verify`` mode); a tampered object fails here and the scratch server is never
   initialised or written to;
 * (b) the scratch server must answer ``sys/health`` within ``OBB_DRILL_START_TIMEOUT``;
-  (c) it is initialised (1 share, threshold 1; key and root token kept in memory only,
-  registered as secrets) and unsealed, and must become active;
+  (c) it is initialised according to its ``sys/seal-status`` type: Shamir with 1 share,
+  threshold 1, then unsealed; an auto-unseal seal (the live cluster's seal stanza, given to
+  the server script as ``DRILL_SEAL_CONFIG``) with 1 recovery share, threshold 1, and it
+  unseals itself (key and root token kept in memory only, registered as secrets); either way
+  it must become active. ``OBB_DRILL_AUTO_UNSEAL=true`` with a Shamir scratch server is a
+  ``configuration`` error before anything is written (the seal stanza is missing); an
+  auto-unseal scratch server without it is followed, with a warning;
 * (d) the verified object is streamed into ``sys/storage/raft/snapshot-force`` with the init
   root token by restore's pass 2 (:func:`executor.restore.upload_verified`: pinned to the
   verified object version, the last chunk held back until the hash matches); the node must
   then seal itself (it now carries the snapshot's keyring);
-* (e) with ``OBB_UNSEAL_KEYS_FILE`` the restored copy is unsealed with the LIVE cluster's keys
+* (e) auto-unseal: the restored copy must unseal itself with the same seal and become active
+  again within ``OBB_DRILL_START_TIMEOUT`` (the restore is seen as applied once the node was
+  sealed since the upload, or reports another cluster_id than the scratch cluster's), else a
+  ``verification`` error (the seal cannot decrypt the snapshot's keyring). Shamir: with
+  ``OBB_UNSEAL_KEYS_FILE`` the restored copy is unsealed with the LIVE cluster's keys
   and must become active; a refused key, or still sealed after all keys, is a
-  ``verification`` error. Without keys the run stops here and SUCCEEDS with
+  ``verification`` error. Shamir without keys the run stops here and SUCCEEDS with
   ``drill.partial = true``: archive, size, sha256 and Raft index were checked, the snapshot
   was accepted by OpenBao, but the data was not unsealed;
 * (f) if the manifest has a freshness marker, the executor logs in to the restored copy with
@@ -37,9 +46,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from executor import secrets
 from executor.contract import DRILL_SERVER_SCRIPT, Config, DrillSettings
 from executor.errors import ConfigurationError, LeaderError, SnapshotError, VerificationError
 from executor.log import get_logger
@@ -84,15 +94,21 @@ async def run_drill(*, config: Config, progress: Progress) -> None:
 
             progress.enter("uploading the snapshot to OpenBao")
             await upload_verified(
-                bao=bao, leader=scratch, sink=sink, key=drill.key, stored=stored, force=True
+                bao=bao, leader=scratch.leader, sink=sink, key=drill.key, stored=stored,
+                force=True,
             )
         log.info("the scratch OpenBao accepted the snapshot", key=drill.key)
 
         progress.enter("waiting for OpenBao after the restore")
-        await _wait_health(
-            bao, drill, "seal itself after the restore", lambda status, _: status == 503
-        )
-        if not drill.unseal_keys:
+        if scratch.auto_unseal:
+            await _wait_auto_unsealed(bao, drill, scratch)
+            progress.drill = replace(progress.drill, unsealed=True)
+            log.info("the restored copy unsealed itself with the live cluster's seal and is active")
+        else:
+            await _wait_health(
+                bao, drill, "seal itself after the restore", lambda status, _: status == 503
+            )
+        if not scratch.auto_unseal and not drill.unseal_keys:
             progress.drill = replace(progress.drill, partial=True)
             log.warning(
                 "PARTIAL drill: no OBB_UNSEAL_KEYS_FILE, so the restored copy stays "
@@ -102,10 +118,11 @@ async def run_drill(*, config: Config, progress: Progress) -> None:
             )
             return
 
-        progress.enter("unsealing the restored copy")
-        await _unseal_restored(bao, drill)
-        progress.drill = replace(progress.drill, unsealed=True)
-        log.info("the restored copy unsealed with the live cluster's keys and is active")
+        if not scratch.auto_unseal:
+            progress.enter("unsealing the restored copy")
+            await _unseal_restored(bao, drill)
+            progress.drill = replace(progress.drill, unsealed=True)
+            log.info("the restored copy unsealed with the live cluster's keys and is active")
         if marker is None:
             log.info("the manifest has no freshness marker: nothing to read back")
             return
@@ -152,8 +169,68 @@ async def _wait_health(bao: OpenBao, drill: DrillSettings, what: str, ready: Rea
         await asyncio.sleep(0.25)
 
 
-async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> Leader:
-    """Initialise (1/1) and unseal the empty scratch server; it must become active."""
+@dataclass(frozen=True)
+class _Scratch:
+    leader: Leader
+    auto_unseal: bool  # the scratch server's seal is not Shamir: it unseals itself
+    cluster_id: str | None  # the scratch cluster's own id, before the restore
+
+
+async def _seal_type(bao: OpenBao, drill: DrillSettings) -> str:
+    status, data, text = await bao.call(
+        "GET", "sys/seal-status", doing="asking the scratch OpenBao for its seal", token=False
+    )
+    kind = data.get("type") if isinstance(data, dict) else None
+    if status != 200 or not isinstance(kind, str) or not kind:
+        raise LeaderError(f"sys/seal-status at {drill.addr} answered HTTP {status}: {text}")
+    return kind
+
+
+async def _wait_auto_unsealed(bao: OpenBao, drill: DrillSettings, scratch: _Scratch) -> None:
+    """After a snapshot-force restore into an auto-unseal scratch server: wait until the
+    restore was applied (the node was seen sealed, or reports another cluster_id than the
+    scratch cluster's) and the node is active again, unsealed by its seal."""
+    saw_sealed = False
+
+    def ready(status: int, body: Any) -> bool:
+        nonlocal saw_sealed
+        if status in (503, 501) or (isinstance(body, dict) and body.get("sealed") is True):
+            saw_sealed = True
+            return False
+        if status != 200:
+            return False
+        cluster_id = body.get("cluster_id") if isinstance(body, dict) else None
+        return saw_sealed or (
+            scratch.cluster_id is not None
+            and isinstance(cluster_id, str)
+            and cluster_id != scratch.cluster_id
+        )
+
+    try:
+        health = await _wait_health(
+            bao, drill, "unseal itself and become active after the restore", ready
+        )
+    except LeaderError as exc:
+        raise VerificationError(
+            exc.message
+            + (
+                " (sealed since the restore: can the seal decrypt the live cluster's keyring, "
+                "is it the live cluster's seal configuration?)"
+                if saw_sealed
+                else ""
+            )
+        ) from None
+    cluster_id = health.get("cluster_id") if isinstance(health, dict) else None
+    log.info(
+        "the restore was applied and the node unsealed itself",
+        seen_sealed=saw_sealed,
+        cluster_id_changed=cluster_id != scratch.cluster_id,
+    )
+
+
+async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> _Scratch:
+    """Initialise the empty scratch server for its seal type (Shamir: 1/1 and unseal;
+    auto-unseal: 1/1 recovery shares, it unseals itself); it must become active."""
     status, data, text = await bao.call(
         "GET", "sys/init", doing="asking the scratch OpenBao whether it is initialised", token=False
     )
@@ -164,26 +241,61 @@ async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> Leader:
             f"the OpenBao at {drill.addr} is already initialised: a drill restores only into "
             "the empty scratch server of its own pod"
         )
-    status, data, text = await bao.call(
-        "PUT",
-        "sys/init",
-        body={"secret_shares": 1, "secret_threshold": 1},
-        doing="initialising the scratch OpenBao",
-        token=False,
+    seal_type = await _seal_type(bao, drill)
+    auto_unseal = seal_type != "shamir"
+    if drill.auto_unseal and not auto_unseal:
+        raise ConfigurationError(
+            f"OBB_DRILL_AUTO_UNSEAL is true but the scratch OpenBao at {drill.addr} has a "
+            "Shamir seal: give its server the live cluster's seal stanza (DRILL_SEAL_CONFIG)"
+        )
+    if auto_unseal and not drill.auto_unseal:
+        log.warning(
+            "the scratch OpenBao has an auto-unseal seal although OBB_DRILL_AUTO_UNSEAL is "
+            "not true: drilling as for an auto-unseal cluster",
+            seal_type=seal_type,
+        )
+    body = (
+        {"recovery_shares": 1, "recovery_threshold": 1}
+        if auto_unseal
+        else {"secret_shares": 1, "secret_threshold": 1}
     )
+    status, data, text = await bao.call(
+        "PUT", "sys/init", body=body, doing="initialising the scratch OpenBao", token=False
+    )
+    if isinstance(data, dict):
+        for name in ("keys_base64", "keys", "recovery_keys_base64", "recovery_keys"):
+            for value in data.get(name) or ():
+                if isinstance(value, str):
+                    secrets.register(value)
     keys = data.get("keys_base64") or data.get("keys") if isinstance(data, dict) else None
     root = data.get("root_token") if isinstance(data, dict) else None
-    if status != 200 or not isinstance(keys, list) or not keys or not isinstance(root, str):
+    if status != 200 or not isinstance(root, str) or (
+        not auto_unseal and (not isinstance(keys, list) or not keys)
+    ):
         raise LeaderError(f"initialising the scratch OpenBao answered HTTP {status}: {text}")
     bao.use_token(root)  # registers it as a secret
-    await _unseal(bao, drill, [str(keys[0])], who="the scratch OpenBao", error=LeaderError)
+    if not auto_unseal:
+        assert isinstance(keys, list)
+        await _unseal(bao, drill, [str(keys[0])], who="the scratch OpenBao", error=LeaderError)
     health = await _wait_health(
         bao, drill, "become active after init", lambda status, _: status == 200
     )
     version = health.get("version") if isinstance(health, dict) else None
-    log.info("scratch OpenBao initialised and active", addr=drill.addr, version=version)
-    return Leader(
-        address=drill.addr, version=version if isinstance(version, str) else None, ha_enabled=False
+    cluster_id = health.get("cluster_id") if isinstance(health, dict) else None
+    log.info(
+        "scratch OpenBao initialised and active",
+        addr=drill.addr,
+        version=version,
+        seal_type=seal_type,
+    )
+    return _Scratch(
+        leader=Leader(
+            address=drill.addr,
+            version=version if isinstance(version, str) else None,
+            ha_enabled=False,
+        ),
+        auto_unseal=auto_unseal,
+        cluster_id=cluster_id if isinstance(cluster_id, str) else None,
     )
 
 

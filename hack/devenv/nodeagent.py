@@ -58,6 +58,13 @@ Guarantees:
   as a kubelet would (the Job controller still removes its ``batch.kubernetes.io/job-tracking``
   finalizer). A pod found Running on this node that this agent process never ran (agent
   restart) is reported Failed with ContainerStatusUnknown (exit 137).
+* NOT ENFORCED (a real node does this; the real-node lane, not this agent, proves it): there is
+  no network namespace per pod: every container shares the host's loopback, so a server a
+  container binds to 127.0.0.1 (a restore drill's scratch OpenBao) is reachable by other pods
+  and the host, and two pods cannot use one port at once (tests pick free ports); images,
+  securityContext (user, read-only root, capabilities, seccomp), resource limits and OOM
+  kills are not applied; multi-container pods and emptyDir volumes are run and shared as a
+  pod would (containers run concurrently, an emptyDir is one directory of the pod).
 * Watch: list + watch of pods from the list's resourceVersion, bookmarks, re-watch after a
   server/inactivity time-out, relist after 410 or errors (backoff 0.8 s doubling to 30 s).
   Every pod is its own asyncio task. SIGTERM/SIGINT: stop every container (pods marked

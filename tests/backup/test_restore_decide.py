@@ -199,3 +199,54 @@ def test_the_drill_mounts_the_unseal_keys_optionally() -> None:
     )
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["unseal-keys"]["secret"]["optional"] is True
+
+
+def _drill_cluster(**verify: Any) -> Any:
+    from controller.backup.decide.spec import parse_cluster
+
+    return parse_cluster(
+        {
+            "metadata": {"name": "vault", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "backup": {
+                    "target": {"provider": "s3", "bucket": "b"},
+                    "auth": {"jwt": {"role": "backup"}},
+                    "verify": {"schedule": "@daily", **verify},
+                }
+            },
+        }
+    )
+
+
+def test_an_auto_unseal_drill_mounts_the_seal_stanza_into_the_scratch_server_only() -> None:
+    from controller.backup.decide.drilljob import build_drill_job
+
+    cluster = _drill_cluster(sealConfigRef={"kind": "ConfigMap", "name": "seal"})
+    record = {
+        "metadata": {"name": "vault-1", "namespace": "ns", "uid": "r"},
+        "spec": {"cluster": "vault"},
+        "status": {"key": "ns/vault/20261130T120000Z-0123abcd.snap"},
+    }
+    job = build_drill_job(
+        cluster=cluster,
+        record=record,
+        job_name="vault-1-drill",
+        image="img",
+        ttl_seconds_after_finished=60,
+    )
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["seal-config"]["configMap"]["name"] == "seal"
+    assert volumes["seal-config"]["configMap"]["items"] == [{"key": "seal.hcl", "path": "seal.hcl"}]
+    containers = {c["name"]: c for c in pod["containers"]}
+    server_env = {e["name"]: e["value"] for e in containers["openbao"]["env"]}
+    assert server_env["DRILL_SEAL_CONFIG"].endswith("/seal.hcl")
+    executor_env = {e["name"]: e["value"] for e in containers["executor"]["env"]}
+    assert executor_env["OBB_DRILL_AUTO_UNSEAL"] == "true"
+    assert all(m["name"] != "seal-config" for m in containers["executor"]["volumeMounts"])
+    assert "unseal-keys" not in volumes
+
+
+def test_shamir_keys_and_a_seal_stanza_are_exclusive() -> None:
+    with pytest.raises(SpecError, match="not both"):
+        _drill_cluster(unsealKeysSecretRef={"name": "k"}, sealConfigRef={"name": "s"})

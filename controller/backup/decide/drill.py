@@ -50,7 +50,10 @@ class Verify:
     openbao_image: str = DEFAULT_OPENBAO_IMAGE
     port: int = DEFAULT_DRILL_PORT
     unseal_keys: tuple[str, str] | None = None
-    """(Secret name, key) of the live cluster's Shamir unseal keys; None: verify-only."""
+    """(Secret name, key) of the live cluster's Shamir unseal keys."""
+    seal_config: tuple[str, str, str] | None = None
+    """(``Secret`` or ``ConfigMap``, name, key) of the live cluster's auto-unseal ``seal``
+    stanza. Neither this nor ``unseal_keys``: the drill verifies what it can (Partial)."""
 
 
 def parse_marker(raw: Any, problems: list[str]) -> Marker | None:
@@ -80,6 +83,20 @@ def parse_verify(raw: Any, problems: list[str]) -> Verify | None:
         return None
     ref = raw.get("unsealKeysSecretRef") or {}
     keys = (str(ref["name"]), str(ref.get("key") or "keys")) if ref.get("name") else None
+    seal_ref = raw.get("sealConfigRef") or {}
+    seal = None
+    if seal_ref.get("name"):
+        kind = str(seal_ref.get("kind") or "Secret")
+        if kind not in ("Secret", "ConfigMap"):
+            problems.append("spec.backup.verify.sealConfigRef.kind: must be Secret or ConfigMap")
+            return None
+        seal = (kind, str(seal_ref["name"]), str(seal_ref.get("key") or "seal.hcl"))
+    if keys is not None and seal is not None:
+        problems.append(
+            "spec.backup.verify: set unsealKeysSecretRef (Shamir) or sealConfigRef (auto-unseal), "
+            "not both"
+        )
+        return None
     return Verify(
         schedule=schedule,
         time_zone=str(raw.get("timeZone") or "UTC"),
@@ -87,6 +104,7 @@ def parse_verify(raw: Any, problems: list[str]) -> Verify | None:
         openbao_image=str(raw.get("openbaoImage") or DEFAULT_OPENBAO_IMAGE),
         port=port,
         unseal_keys=keys,
+        seal_config=seal,
     )
 
 

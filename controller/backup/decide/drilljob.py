@@ -10,6 +10,9 @@ Guarantees:
   pod only (the controller never reads them); without ``unsealKeysSecretRef`` the drill
   verifies what it can and says so; a named Secret that is missing (or lacks the key) fails
   the drill at once with reason ``UnsealKeysMissing``, never a pod stuck until its deadline;
+* or, for a cluster that auto-unseals, the live cluster's ``seal`` stanza (a Secret or
+  ConfigMap the user names) is mounted into the scratch server only, which then unseals the
+  restored copy by itself;
 * everything else (hardening, labels, finalizers, deadline, storage and auth wiring) is
   :func:`~.jobspec.build_job`'s, with purpose ``drill``.
 """
@@ -26,6 +29,7 @@ from executor import contract as c
 JSON = dict[str, Any]
 DRILL_DIR = "/var/lib/openbao-drill"
 UNSEAL_KEYS_DIR = "/var/run/secrets/openbao-unseal-keys"
+SEAL_DIR = "/etc/openbao-drill-seal"
 
 
 def build_drill_job(
@@ -80,6 +84,32 @@ def build_drill_job(
             {"name": "unseal-keys", "mountPath": UNSEAL_KEYS_DIR, "readOnly": True}
         )
         env[c.UNSEAL_KEYS_FILE.name] = f"{UNSEAL_KEYS_DIR}/keys"
+    server_env = {
+        "DRILL_DIR": DRILL_DIR,
+        "DRILL_PORT": str(verify.port),
+        "DRILL_DONE_FILE": done,
+        "HOME": DRILL_DIR,
+    }
+    server_mounts: list[JSON] = [{"name": "drill", "mountPath": DRILL_DIR}]
+    if verify.seal_config is not None:
+        kind, name, item = verify.seal_config
+        source_key = "secret" if kind == "Secret" else "configMap"
+        name_key = "secretName" if kind == "Secret" else "name"
+        pod["volumes"].append(
+            {
+                "name": "seal-config",
+                # optional: a missing one fails the drill within its start timeout (the
+                # server refuses to start), never a pod stuck in ContainerCreating
+                source_key: {
+                    name_key: name,
+                    "items": [{"key": item, "path": "seal.hcl"}],
+                    "optional": True,
+                },
+            }
+        )
+        server_mounts.append({"name": "seal-config", "mountPath": SEAL_DIR, "readOnly": True})
+        server_env["DRILL_SEAL_CONFIG"] = f"{SEAL_DIR}/seal.hcl"
+        env[c.DRILL_AUTO_UNSEAL.name] = "true"
     executor["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     pod["volumes"].append({"name": "drill", "emptyDir": {"sizeLimit": "4Gi"}})
     executor["volumeMounts"].append({"name": "drill", "mountPath": DRILL_DIR})
@@ -87,13 +117,8 @@ def build_drill_job(
         "name": "openbao",
         "image": verify.openbao_image,
         "command": ["/bin/sh", "-c", c.DRILL_SERVER_SCRIPT],
-        "env": [
-            {"name": "DRILL_DIR", "value": DRILL_DIR},
-            {"name": "DRILL_PORT", "value": str(verify.port)},
-            {"name": "DRILL_DONE_FILE", "value": done},
-            {"name": "HOME", "value": DRILL_DIR},
-        ],
-        "volumeMounts": [{"name": "drill", "mountPath": DRILL_DIR}],
+        "env": [{"name": k, "value": v} for k, v in server_env.items()],
+        "volumeMounts": server_mounts,
         "resources": executor["resources"],
         "securityContext": dict(executor["securityContext"]),
     }
