@@ -327,3 +327,26 @@ async def test_backup_status_takes_the_coalesced_triggers(
             await patch_status(api, namespace, "b1", bad)
         assert caught.value.status == 422
         assert field in json.loads(caught.value.body or b"{}")["message"]
+
+
+async def test_drills_take_shamir_keys_or_a_seal_stanza_not_both(
+    api: k8s.CustomObjectsApi, namespace: str
+) -> None:
+    both = cluster_body()
+    both["spec"]["backup"]["verify"] = {
+        "schedule": "@daily",
+        "unsealKeysSecretRef": {"name": "keys"},
+        "sealConfigRef": {"name": "seal"},
+    }
+    assert "not both" in await refused(api, namespace, "openbaoclusters", both)
+    one = cluster_body("auto")
+    one["spec"]["backup"]["verify"] = {
+        "schedule": "@daily",
+        "sealConfigRef": {"kind": "ConfigMap", "name": "seal"},
+    }
+    one["spec"]["backup"]["marker"] = {"path": "secret/data/openbao-backup/marker"}
+    created = await create(api, namespace, "openbaoclusters", one)
+    verify = created["spec"]["backup"]["verify"]
+    assert verify["sealConfigRef"] == {"kind": "ConfigMap", "name": "seal", "key": "seal.hcl"}
+    assert verify["port"] == 18200
+    assert created["spec"]["backup"]["marker"]["kvVersion"] == 2
