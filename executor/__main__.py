@@ -93,8 +93,11 @@ async def _run(*, config: Config, progress: Progress) -> ExecutorError | None:
         return exc
     except TimeoutError:
         if timeout_cm.expired():
-            return _phase_error(progress, f"deadline OBB_TIMEOUT={contract._num(config.timeout)}"
-                                f"s exceeded while {progress.phase}")
+            return _phase_error(
+                progress,
+                f"deadline OBB_TIMEOUT={contract._num(config.timeout)}"
+                f"s exceeded while {progress.phase}",
+            )
         return _internal(sys.exc_info()[1])
     except asyncio.CancelledError:
         if received:
@@ -182,15 +185,19 @@ def _signal_done(path: str) -> None:
     try:
         Path(path).touch()
     except OSError as exc:
-        log.get_logger("executor").error("cannot create the drill's done file", path=path,
-                                         error=str(exc))
+        log.get_logger("executor").error(
+            "cannot create the drill's done file", path=path, error=str(exc)
+        )
 
 
 def _main(mode: str, env: Mapping[str, str], started: dt.datetime) -> int:
     logger = log.get_logger("executor")
     progress = Progress(mode=mode)
-    term_path = Path(env.get(contract.TERMINATION_MESSAGE_PATH.name, "").strip()
-                     or contract.TERMINATION_MESSAGE_PATH.default or "/dev/termination-log")
+    term_path = Path(
+        env.get(contract.TERMINATION_MESSAGE_PATH.name, "").strip()
+        or contract.TERMINATION_MESSAGE_PATH.default
+        or "/dev/termination-log"
+    )
     error: ExecutorError | None
     try:
         config = load_config(mode=mode, environ=env)
@@ -200,20 +207,37 @@ def _main(mode: str, env: Mapping[str, str], started: dt.datetime) -> int:
         term_path = config.termination_message_path
         from executor import __version__
 
-        logger.info("starting", mode=mode, version=__version__,
-                    provider=config.storage.provider, bucket=config.storage.bucket,
-                    namespace=config.cluster.namespace, cluster=config.cluster.name)
+        logger.info(
+            "starting",
+            mode=mode,
+            version=__version__,
+            provider=config.storage.provider,
+            bucket=config.storage.bucket,
+            namespace=config.cluster.namespace,
+            cluster=config.cluster.name,
+        )
         unknown = contract.unknown_variables(env)
         if unknown:
             logger.warning("ignoring unknown variables (typos?)", variables=unknown)
         error = asyncio.run(_run(config=config, progress=progress))
     report = _report(mode=mode, progress=progress, started=started, error=error)
     if error is None:
-        logger.info("finished", mode=mode, outcome="succeeded", key=progress.key,
-                    duration_seconds=report.duration_seconds)
+        logger.info(
+            "finished",
+            mode=mode,
+            outcome="succeeded",
+            key=progress.key,
+            duration_seconds=report.duration_seconds,
+        )
     else:
-        logger.error("finished", mode=mode, outcome="failed", error_class=error.error_class,
-                     error=scrub(error.message), phase=progress.phase)
+        logger.error(
+            "finished",
+            mode=mode,
+            outcome="failed",
+            error_class=error.error_class,
+            error=scrub(error.message),
+            phase=progress.phase,
+        )
     _write(report, term_path)
     return report.exit_code
 

@@ -225,8 +225,9 @@ class _TarReader:
                 f"truncated inside {m.name} ({m.size - m.remaining} of {m.size} bytes)"
             )
         if self._zeros == 0:
-            raise ArchiveError(f"tar stream ends without an end-of-archive marker "
-                               f"(at tar offset {self.offset})")
+            raise ArchiveError(
+                f"tar stream ends without an end-of-archive marker (at tar offset {self.offset})"
+            )
         if self._zeros < 2 * _BLOCK:
             raise ArchiveError("tar end-of-archive marker is incomplete")
 

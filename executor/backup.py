@@ -76,19 +76,30 @@ async def run_backup(*, config: Config, progress: Progress) -> None:
         await bao.login()
         progress.enter("opening the storage")
         async with open_sink(settings=config.storage) as sink:
-            await _backup(config=config, progress=progress, bao=bao, leader=leader, sink=sink,
-                          started=started)
+            await _backup(
+                config=config, progress=progress, bao=bao, leader=leader, sink=sink, started=started
+            )
 
 
 async def _backup(
-    *, config: Config, progress: Progress, bao: OpenBao, leader: Leader, sink: SnapshotSink,
+    *,
+    config: Config,
+    progress: Progress,
+    bao: OpenBao,
+    leader: Leader,
+    sink: SnapshotSink,
     started: dt.datetime,
 ) -> None:
     assert config.backup is not None
     await clean_abandoned(
-        sink=sink, progress=progress, before=started,
-        prefix=cluster_prefix(path_prefix=config.storage.path_prefix,
-                              namespace=config.cluster.namespace, cluster=config.cluster.name),
+        sink=sink,
+        progress=progress,
+        before=started,
+        prefix=cluster_prefix(
+            path_prefix=config.storage.path_prefix,
+            namespace=config.cluster.namespace,
+            cluster=config.cluster.name,
+        ),
     )
     taken_at = dt.datetime.now(dt.UTC)
     key = snapshot_key(
@@ -99,8 +110,13 @@ async def _backup(
         suffix=uuid.uuid4().hex[:8],
     )
     progress.key = key
-    marker = await _write_marker(config=config, progress=progress, bao=bao, leader=leader,
-                                 record=config.backup.backup_name or key)
+    marker = await _write_marker(
+        config=config,
+        progress=progress,
+        bao=bao,
+        leader=leader,
+        record=config.backup.backup_name or key,
+    )
     metadata = {
         "obb-namespace": config.cluster.namespace,
         "obb-cluster": config.cluster.name,
@@ -124,8 +140,14 @@ async def _backup(
     progress.sha256 = verified.sha256
     progress.raft_index = verified.meta.index
     progress.raft_term = verified.meta.term
-    log.info("snapshot committed", key=key, size=verified.size, sha256=verified.sha256,
-             raft_index=verified.meta.index, raft_term=verified.meta.term)
+    log.info(
+        "snapshot committed",
+        key=key,
+        size=verified.size,
+        sha256=verified.sha256,
+        raft_index=verified.meta.index,
+        raft_term=verified.meta.term,
+    )
 
     progress.enter("writing the manifest")
     manifest = Manifest(
@@ -149,13 +171,17 @@ async def _backup(
     )
     mkey = manifest_key(key)
     try:
-        await sink.put_small(key=mkey, data=manifest.to_json().encode(),
-                             content_type="application/json")
+        await sink.put_small(
+            key=mkey, data=manifest.to_json().encode(), content_type="application/json"
+        )
     except BaseException as exc:
         removed = await _remove_orphan(sink=sink, key=key)
         if isinstance(exc, StorageError):
-            note = ("the snapshot was deleted again" if removed
-                    else f"the snapshot {key} could NOT be deleted and has no manifest")
+            note = (
+                "the snapshot was deleted again"
+                if removed
+                else f"the snapshot {key} could NOT be deleted and has no manifest"
+            )
             raise StorageError(f"{exc.message}; {note}") from None
         raise
     progress.manifest_key = mkey
@@ -183,7 +209,11 @@ async def _transfer(
 
 
 async def clean_abandoned(
-    *, sink: SnapshotSink, progress: Progress, prefix: str, before: dt.datetime,
+    *,
+    sink: SnapshotSink,
+    progress: Progress,
+    prefix: str,
+    before: dt.datetime,
     budget: float = CLEANUP_BUDGET,
 ) -> Cleaned | None:
     """Remove the unfinished uploads of killed runs under ``prefix`` started before
@@ -196,25 +226,35 @@ async def clean_abandoned(
         async with asyncio.timeout(budget):
             await sink.clean_abandoned(prefix=prefix, before=before, result=result)
     except TimeoutError:
-        error = (f"stopped after {budget:g} s with {len(result.removed)} removed; the next "
-                 "backup goes on")
+        error = (
+            f"stopped after {budget:g} s with {len(result.removed)} removed; the next "
+            "backup goes on"
+        )
     except ExecutorError as exc:
         error = exc.message
     except Exception as exc:  # a bug must not cost the backup either
-        log.error("unexpected error while removing abandoned uploads",
-                  traceback=traceback.format_exc())
+        log.error(
+            "unexpected error while removing abandoned uploads", traceback=traceback.format_exc()
+        )
         error = f"unexpected {exc.__class__.__name__}: {exc}"
     if not result.supported:
-        log.info("this provider cannot list unfinished uploads; a lifecycle rule removes them",
-                 prefix=prefix)
+        log.info(
+            "this provider cannot list unfinished uploads; a lifecycle rule removes them",
+            prefix=prefix,
+        )
         return None
     if error is not None:
         error = scrub(error)
-        log.warning("could not remove all abandoned uploads (the backup goes on)",
-                    prefix=prefix, removed=len(result.removed), error=error)
+        log.warning(
+            "could not remove all abandoned uploads (the backup goes on)",
+            prefix=prefix,
+            removed=len(result.removed),
+            error=error,
+        )
     elif result.removed:
-        log.info("removed abandoned uploads of earlier runs", prefix=prefix,
-                 removed=len(result.removed))
+        log.info(
+            "removed abandoned uploads of earlier runs", prefix=prefix, removed=len(result.removed)
+        )
     progress.cleaned = Cleaned.of(result.removed, error)
     return progress.cleaned
 
@@ -224,8 +264,7 @@ async def _remove_orphan(*, sink: SnapshotSink, key: str) -> bool:
         await sink.delete(key=key)
         return True
     except StorageError as exc:
-        log.error("could not delete a snapshot whose manifest failed", key=key,
-                  error=exc.message)
+        log.error("could not delete a snapshot whose manifest failed", key=key, error=exc.message)
         return False
 
 

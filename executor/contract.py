@@ -45,9 +45,18 @@ from executor.layout import (  # re-exported: the object layout is part of the c
 )
 
 __all__ = [
-    "DRILL_SERVER_SCRIPT", "MANIFEST_SUFFIX", "SNAPSHOT_SUFFIX", "TABLE", "Config", "EnvVar",
+    "DRILL_SERVER_SCRIPT",
+    "MANIFEST_SUFFIX",
+    "SNAPSHOT_SUFFIX",
+    "TABLE",
+    "Config",
+    "EnvVar",
     "Manifest",
-    "cluster_prefix", "load_config", "manifest_key", "snapshot_key", "snapshot_time",
+    "cluster_prefix",
+    "load_config",
+    "manifest_key",
+    "snapshot_key",
+    "snapshot_time",
     "unknown_variables",
 ]
 
@@ -96,179 +105,238 @@ def _v(section: str, name: str, meaning: str, **kw: object) -> EnvVar:
 # -- the table ---------------------------------------------------------------------------------
 
 TERMINATION_MESSAGE_PATH = _v(
-    "General", "OBB_TERMINATION_MESSAGE_PATH",
+    "General",
+    "OBB_TERMINATION_MESSAGE_PATH",
     "File the JSON result report is written to (the container's terminationMessagePath).",
     default="/dev/termination-log",
 )
 LOG_LEVEL = _v("General", "OBB_LOG_LEVEL", "debug, info, warning or error.", default="info")
 TIMEOUT = _v(
-    "General", "OBB_TIMEOUT",
+    "General",
+    "OBB_TIMEOUT",
     "Overall deadline in seconds, 0 = none. Set it below the Job's activeDeadlineSeconds so a "
     "report is always written.",
     default="0",
 )
 CONNECT_TIMEOUT = _v(
-    "General", "OBB_CONNECT_TIMEOUT", "TCP+TLS connect timeout (seconds), OpenBao and storage.",
+    "General",
+    "OBB_CONNECT_TIMEOUT",
+    "TCP+TLS connect timeout (seconds), OpenBao and storage.",
     default="10",
 )
 CLUSTER_NAMESPACE = _v(
-    "Cluster", "OBB_CLUSTER_NAMESPACE", "Namespace of the OpenBao cluster (key layout).",
+    "Cluster",
+    "OBB_CLUSTER_NAMESPACE",
+    "Namespace of the OpenBao cluster (key layout).",
     required="yes",
 )
 CLUSTER_NAME = _v(
     "Cluster", "OBB_CLUSTER_NAME", "Name of the OpenBao cluster (key layout).", required="yes"
 )
 CLUSTER_UID = _v(
-    "Cluster", "OBB_CLUSTER_UID", "UID of the OpenBao cluster object (recorded in the manifest).",
-    modes=("backup",), required="yes",
+    "Cluster",
+    "OBB_CLUSTER_UID",
+    "UID of the OpenBao cluster object (recorded in the manifest).",
+    modes=("backup",),
+    required="yes",
 )
 TRIGGER = _v(
-    "Cluster", "OBB_TRIGGER",
+    "Cluster",
+    "OBB_TRIGGER",
     "Why this backup runs, e.g. scheduled or manual (recorded in the manifest); "
     "1-63 of [A-Za-z0-9._:-].",
-    default="manual", modes=("backup",),
+    default="manual",
+    modes=("backup",),
 )
 BACKUP_NAME = _v(
-    "Cluster", "OBB_BACKUP_NAME", "Name of the backup object (recorded in the manifest).",
+    "Cluster",
+    "OBB_BACKUP_NAME",
+    "Name of the backup object (recorded in the manifest).",
     modes=("backup",),
 )
 OPENBAO_ADDR = _v(
-    "OpenBao", "OBB_OPENBAO_ADDR",
+    "OpenBao",
+    "OBB_OPENBAO_ADDR",
     "OpenBao API address, http(s)://host[:port]: best a Service selecting the active node, or "
     "any node (sys/leader then names the active one). Behind a load-balancing Service a "
     "restore may hit a standby and fail with a leader error.",
-    modes=_BAO, required="yes",
+    modes=_BAO,
+    required="yes",
 )
 OPENBAO_CACERT = _v(
-    "OpenBao", "OBB_OPENBAO_CACERT",
+    "OpenBao",
+    "OBB_OPENBAO_CACERT",
     "PEM CA bundle for OpenBao's TLS certificate (system trust store if unset). TLS is always "
     "verified.",
     modes=_BAO,
 )
 AUTH_METHOD = _v(
-    "OpenBao", "OBB_AUTH_METHOD",
+    "OpenBao",
+    "OBB_AUTH_METHOD",
     "jwt or kubernetes (login with the projected ServiceAccount token) or token (static "
     "token file). drill: the login to the RESTORED copy, whose auth state is the live "
     "cluster's.",
-    modes=_AUTH, required="yes",
+    modes=_AUTH,
+    required="yes",
 )
 AUTH_MOUNT = _v(
-    "OpenBao", "OBB_AUTH_MOUNT",
+    "OpenBao",
+    "OBB_AUTH_MOUNT",
     "Mount path of the auth method (auth/<mount>/login); default: the method name.",
     modes=_AUTH,
 )
 AUTH_ROLE = _v(
-    "OpenBao", "OBB_AUTH_ROLE", "Role to log in with.", modes=_AUTH,
+    "OpenBao",
+    "OBB_AUTH_ROLE",
+    "Role to log in with.",
+    modes=_AUTH,
     required="jwt, kubernetes",
 )
 AUTH_TOKEN_FILE = _v(
-    "OpenBao", "OBB_AUTH_TOKEN_FILE",
+    "OpenBao",
+    "OBB_AUTH_TOKEN_FILE",
     "Projected ServiceAccount token (dedicated audience) sent as the login jwt; read at login.",
-    default="/var/run/secrets/openbao-backup/token", modes=_AUTH,
+    default="/var/run/secrets/openbao-backup/token",
+    modes=_AUTH,
 )
 OPENBAO_TOKEN_FILE = _v(
-    "OpenBao", "OBB_OPENBAO_TOKEN_FILE",
+    "OpenBao",
+    "OBB_OPENBAO_TOKEN_FILE",
     "File holding a static OpenBao token (method token); never revoked by the executor.",
-    modes=_AUTH, required="token",
+    modes=_AUTH,
+    required="token",
 )
 OPENBAO_READ_TIMEOUT = _v(
-    "OpenBao", "OBB_OPENBAO_READ_TIMEOUT",
+    "OpenBao",
+    "OBB_OPENBAO_READ_TIMEOUT",
     "Longest silence (seconds) tolerated from OpenBao: first snapshot byte, any later byte, "
     "the answer to a restore upload.",
-    default="600", modes=_AUTH,
+    default="600",
+    modes=_AUTH,
 )
 PROVIDER = _v("Storage", "OBB_PROVIDER", "s3, gcs or azure.", required="yes")
 BUCKET = _v("Storage", "OBB_BUCKET", "Bucket (Azure: container). Never created.", required="yes")
 ENDPOINT = _v(
-    "Storage", "OBB_ENDPOINT",
+    "Storage",
+    "OBB_ENDPOINT",
     "Custom endpoint URL (S3-compatible store, GCS emulator or private endpoint, Azure blob "
     "endpoint incl. account path for Azurite).",
 )
 REGION = _v(
-    "Storage", "OBB_REGION", "S3 region (else AWS_REGION/AWS_DEFAULT_REGION; us-east-1 with a "
-    "custom endpoint).", providers=("s3",),
+    "Storage",
+    "OBB_REGION",
+    "S3 region (else AWS_REGION/AWS_DEFAULT_REGION; us-east-1 with a custom endpoint).",
+    providers=("s3",),
 )
 PATH_PREFIX = _v(
-    "Storage", "OBB_PATH_PREFIX",
+    "Storage",
+    "OBB_PATH_PREFIX",
     "Key prefix; keys are <prefix>/<namespace>/<cluster>/<UTC timestamp>-<8 hex>.snap.",
     default="",
 )
 USE_PATH_STYLE = _v(
-    "Storage", "OBB_USE_PATH_STYLE",
+    "Storage",
+    "OBB_USE_PATH_STYLE",
     "true/false: S3 path-style addressing. Default: true with OBB_ENDPOINT, else false.",
-    default="auto", providers=("s3",),
+    default="auto",
+    providers=("s3",),
 )
 STORAGE_CACERT = _v(
-    "Storage", "OBB_STORAGE_CACERT",
-    "PEM CA bundle for the storage endpoint (system trust store if unset). TLS is always "
-    "verified.",
+    "Storage",
+    "OBB_STORAGE_CACERT",
+    "PEM CA bundle for the storage endpoint (system trust store if unset). TLS is always verified.",
 )
 PART_SIZE = _v(
-    "Storage", "OBB_PART_SIZE",
+    "Storage",
+    "OBB_PART_SIZE",
     "Upload part/chunk/block size, bytes or with Ki/Mi/Gi. S3: 5Mi-5Gi (max snapshot = "
     "10,000 parts); GCS: multiple of 256Ki; Azure: at most 4000Mi (50,000 blocks).",
-    default="16Mi", modes=("backup",),
+    default="16Mi",
+    modes=("backup",),
 )
 CONCURRENCY = _v(
-    "Storage", "OBB_CONCURRENCY",
+    "Storage",
+    "OBB_CONCURRENCY",
     "Parts/blocks uploaded in parallel (1-64). Memory ~ (concurrency+1) x part size. GCS "
     "resumable uploads are sequential (one chunk in flight, the next one buffered).",
-    default="4", modes=("backup",),
+    default="4",
+    modes=("backup",),
 )
 STORAGE_READ_TIMEOUT = _v(
-    "Storage", "OBB_STORAGE_READ_TIMEOUT", "Read timeout (seconds) of one storage request.",
+    "Storage",
+    "OBB_STORAGE_READ_TIMEOUT",
+    "Read timeout (seconds) of one storage request.",
     default="300",
 )
 STORAGE_RETRIES = _v(
-    "Storage", "OBB_STORAGE_RETRIES",
+    "Storage",
+    "OBB_STORAGE_RETRIES",
     "Retries of a failed storage request (5xx, 429, connection errors), 0-10.",
     default="3",
 )
 EMULATOR = _v(
-    "Storage", "OBB_EMULATOR",
+    "Storage",
+    "OBB_EMULATOR",
     "true: OBB_ENDPOINT is a GCS emulator; requests carry NO credentials. Explicit opt-in "
     "only: an http:// GCS endpoint without it is refused.",
-    default="false", providers=("gcs",),
+    default="false",
+    providers=("gcs",),
 )
 GCS_PROJECT = _v(
-    "Storage", "OBB_GCS_PROJECT", "Project billed for requester-pays buckets (userProject).",
+    "Storage",
+    "OBB_GCS_PROJECT",
+    "Project billed for requester-pays buckets (userProject).",
     providers=("gcs",),
 )
 AZURE_ACCOUNT = _v(
-    "Storage", "OBB_AZURE_ACCOUNT",
+    "Storage",
+    "OBB_AZURE_ACCOUNT",
     "Storage account name; the endpoint defaults to https://<account>.blob.core.windows.net.",
-    providers=("azure",), required="unless a connection string is given",
+    providers=("azure",),
+    required="unless a connection string is given",
 )
 RESTORE_KEY = _v(
-    "Restore", "OBB_RESTORE_KEY", "Key of the snapshot to restore (its manifest must exist).",
-    modes=("restore",), required="yes",
+    "Restore",
+    "OBB_RESTORE_KEY",
+    "Key of the snapshot to restore (its manifest must exist).",
+    modes=("restore",),
+    required="yes",
 )
 RESTORE_FORCE = _v(
-    "Restore", "OBB_RESTORE_FORCE",
+    "Restore",
+    "OBB_RESTORE_FORCE",
     "true: POST sys/storage/raft/snapshot-force (snapshot of another cluster; the node must "
     "then be unsealed with that cluster's keys).",
-    default="false", modes=("restore",),
+    default="false",
+    modes=("restore",),
 )
 RESTORE_APPLY_TIMEOUT = _v(
-    "Restore", "OBB_RESTORE_APPLY_TIMEOUT",
+    "Restore",
+    "OBB_RESTORE_APPLY_TIMEOUT",
     "Seconds to watch OpenBao apply an accepted restore (active again or sealed); not "
     "seeing it is logged, not a failure.",
-    default="120", modes=("restore",),
+    default="120",
+    modes=("restore",),
 )
 VERIFY_KEY = _v(
-    "Verify", "OBB_VERIFY_KEY",
+    "Verify",
+    "OBB_VERIFY_KEY",
     "Key of the snapshot to check against its manifest (read only: manifest, size, one "
     "streaming pass through the archive verifier; no OpenBao).",
-    modes=("verify",), required="yes",
+    modes=("verify",),
+    required="yes",
 )
 DELETE_KEYS = _v(
-    "Delete", "OBB_DELETE_KEYS",
+    "Delete",
+    "OBB_DELETE_KEYS",
     f"JSON list of snapshot keys to delete with their manifests (at most "
     f"{MAX_DELETE_KEYS_JSON} bytes); every key must be under <prefix>/<namespace>/<cluster>/.",
-    modes=("delete",), required="yes",
+    modes=("delete",),
+    required="yes",
 )
 MARKER_PATH = _v(
-    "Freshness marker", "OBB_MARKER_PATH",
+    "Freshness marker",
+    "OBB_MARKER_PATH",
     "Opt-in: OpenBao API path (no leading slash, e.g. secret/data/openbao-backup/marker for "
     "KV v2, or a KV v1 path) the backup writes {record: OBB_BACKUP_NAME (else the snapshot "
     "key), time, nonce} to with its token just before the snapshot; recorded in the manifest "
@@ -276,114 +344,155 @@ MARKER_PATH = _v(
     modes=("backup",),
 )
 MARKER_KV_VERSION = _v(
-    "Freshness marker", "OBB_MARKER_KV_VERSION",
-    "1 or 2: the KV version of the marker's mount (2: the body is {\"data\": {...}} and the "
+    "Freshness marker",
+    "OBB_MARKER_KV_VERSION",
+    '1 or 2: the KV version of the marker\'s mount (2: the body is {"data": {...}} and the '
     "path must contain /data/).",
-    default="2", modes=("backup",),
+    default="2",
+    modes=("backup",),
 )
 DRILL_KEY = _v(
-    "Drill", "OBB_DRILL_KEY",
+    "Drill",
+    "OBB_DRILL_KEY",
     "Key of the snapshot to drill: verified against its manifest, then force-restored into "
     "the scratch OpenBao beside the executor (never the live cluster).",
-    modes=("drill",), required="yes",
+    modes=("drill",),
+    required="yes",
 )
 DRILL_ADDR = _v(
-    "Drill", "OBB_DRILL_ADDR",
+    "Drill",
+    "OBB_DRILL_ADDR",
     "URL of the scratch OpenBao in the same pod (DRILL_SERVER_SCRIPT), e.g. "
     "http://127.0.0.1:18200; must be a loopback address and an uninitialised server.",
-    modes=("drill",), required="yes",
+    modes=("drill",),
+    required="yes",
 )
 DRILL_DONE_FILE = _v(
-    "Drill", "OBB_DRILL_DONE_FILE",
+    "Drill",
+    "OBB_DRILL_DONE_FILE",
     "File in the volume shared with the scratch server's container, created when the "
     "executor ends (success, failure, bad configuration): the server's script then stops it.",
-    modes=("drill",), required="yes",
+    modes=("drill",),
+    required="yes",
 )
 UNSEAL_KEYS_FILE = _v(
-    "Drill", "OBB_UNSEAL_KEYS_FILE",
+    "Drill",
+    "OBB_UNSEAL_KEYS_FILE",
     "Mounted Secret file with the LIVE cluster's Shamir unseal keys (one per line, or a JSON "
     "list, or the JSON of bao operator init; base64 or hex), enough to reach the threshold. "
     "Without it the drill stops after the restore was accepted: partial result.",
     modes=("drill",),
 )
 DRILL_START_TIMEOUT = _v(
-    "Drill", "OBB_DRILL_START_TIMEOUT",
+    "Drill",
+    "OBB_DRILL_START_TIMEOUT",
     "Seconds to wait for the scratch OpenBao at each step: to answer sys/health, to become "
     "active after init or unseal, to seal itself after the restore (auto-unseal: to unseal "
     "itself and become active again).",
-    default="60", modes=("drill",),
+    default="60",
+    modes=("drill",),
 )
 DRILL_AUTO_UNSEAL = _v(
-    "Drill", "OBB_DRILL_AUTO_UNSEAL",
+    "Drill",
+    "OBB_DRILL_AUTO_UNSEAL",
     "true: the live cluster auto-unseals and the scratch server runs with the same seal "
     "stanza (DRILL_SEAL_CONFIG of DRILL_SERVER_SCRIPT): it is initialised with recovery "
     "keys, and after the restore it must unseal itself with that seal and become active "
     "(no OBB_UNSEAL_KEYS_FILE needed).",
-    default="false", modes=("drill",),
+    default="false",
+    modes=("drill",),
 )
 
 _AWS: tuple[Provider, ...] = ("s3",)
 _GCS: tuple[Provider, ...] = ("gcs",)
 _AZ: tuple[Provider, ...] = ("azure",)
 AWS_ACCESS_KEY_ID = _v(
-    "Provider credentials (standard variables)", "AWS_ACCESS_KEY_ID",
-    "Static S3 access key (with AWS_SECRET_ACCESS_KEY).", providers=_AWS, standard=True,
+    "Provider credentials (standard variables)",
+    "AWS_ACCESS_KEY_ID",
+    "Static S3 access key (with AWS_SECRET_ACCESS_KEY).",
+    providers=_AWS,
+    standard=True,
 )
 AWS_SECRET_ACCESS_KEY = _v(
-    "Provider credentials (standard variables)", "AWS_SECRET_ACCESS_KEY",
-    "Static S3 secret key.", providers=_AWS, standard=True, secret=True,
+    "Provider credentials (standard variables)",
+    "AWS_SECRET_ACCESS_KEY",
+    "Static S3 secret key.",
+    providers=_AWS,
+    standard=True,
+    secret=True,
 )
 AWS_SESSION_TOKEN = _v(
-    "Provider credentials (standard variables)", "AWS_SESSION_TOKEN",
-    "Session token for temporary static credentials.", providers=_AWS, standard=True,
+    "Provider credentials (standard variables)",
+    "AWS_SESSION_TOKEN",
+    "Session token for temporary static credentials.",
+    providers=_AWS,
+    standard=True,
     secret=True,
 )
 AWS_ROLE_ARN = _v(
-    "Provider credentials (standard variables)", "AWS_ROLE_ARN",
+    "Provider credentials (standard variables)",
+    "AWS_ROLE_ARN",
     "IRSA: role to assume with the web identity token (with AWS_WEB_IDENTITY_TOKEN_FILE).",
-    providers=_AWS, standard=True,
+    providers=_AWS,
+    standard=True,
 )
 AWS_WEB_IDENTITY_TOKEN_FILE = _v(
-    "Provider credentials (standard variables)", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "Provider credentials (standard variables)",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
     "IRSA: projected token file. Without static keys or IRSA the default botocore chain "
     "(EKS Pod Identity, instance profile) is used; no credentials at all is an error, never "
     "anonymous access.",
-    providers=_AWS, standard=True,
+    providers=_AWS,
+    standard=True,
 )
 GOOGLE_APPLICATION_CREDENTIALS = _v(
-    "Provider credentials (standard variables)", "GOOGLE_APPLICATION_CREDENTIALS",
+    "Provider credentials (standard variables)",
+    "GOOGLE_APPLICATION_CREDENTIALS",
     "GCS: service account or external_account (workload identity federation) JSON file; "
     "unset = Application Default Credentials (GKE metadata server).",
-    providers=_GCS, standard=True,
+    providers=_GCS,
+    standard=True,
 )
 AZURE_STORAGE_CONNECTION_STRING = _v(
-    "Provider credentials (standard variables)", "AZURE_STORAGE_CONNECTION_STRING",
-    "Azure connection string (first choice when set).", providers=_AZ, standard=True,
+    "Provider credentials (standard variables)",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "Azure connection string (first choice when set).",
+    providers=_AZ,
+    standard=True,
     secret=True,
 )
 AZURE_STORAGE_KEY = _v(
-    "Provider credentials (standard variables)", "AZURE_STORAGE_KEY",
-    "Azure storage account key (with OBB_AZURE_ACCOUNT).", providers=_AZ, standard=True,
+    "Provider credentials (standard variables)",
+    "AZURE_STORAGE_KEY",
+    "Azure storage account key (with OBB_AZURE_ACCOUNT).",
+    providers=_AZ,
+    standard=True,
     secret=True,
 )
 AZURE_CLIENT_ID = _v(
-    "Provider credentials (standard variables)", "AZURE_CLIENT_ID",
+    "Provider credentials (standard variables)",
+    "AZURE_CLIENT_ID",
     "Workload identity / managed identity client id (DefaultAzureCredential, used when no "
     "key or connection string is set).",
-    providers=_AZ, standard=True,
+    providers=_AZ,
+    standard=True,
 )
 AZURE_TENANT_ID = _v(
-    "Provider credentials (standard variables)", "AZURE_TENANT_ID",
-    "Workload identity tenant.", providers=_AZ, standard=True,
+    "Provider credentials (standard variables)",
+    "AZURE_TENANT_ID",
+    "Workload identity tenant.",
+    providers=_AZ,
+    standard=True,
 )
 AZURE_FEDERATED_TOKEN_FILE = _v(
-    "Provider credentials (standard variables)", "AZURE_FEDERATED_TOKEN_FILE",
-    "Workload identity projected token file.", providers=_AZ, standard=True,
+    "Provider credentials (standard variables)",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "Workload identity projected token file.",
+    providers=_AZ,
+    standard=True,
 )
 
-TABLE: tuple[EnvVar, ...] = tuple(
-    v for v in list(globals().values()) if isinstance(v, EnvVar)
-)
+TABLE: tuple[EnvVar, ...] = tuple(v for v in list(globals().values()) if isinstance(v, EnvVar))
 _BY_NAME = {v.name: v for v in TABLE}
 
 
@@ -530,19 +639,23 @@ class Config:
         if self.cluster.uid is not None:
             env[CLUSTER_UID.name] = self.cluster.uid
         s = self.storage
-        env.update({
-            PROVIDER.name: s.provider,
-            BUCKET.name: s.bucket,
-            PATH_PREFIX.name: s.path_prefix,
-            STORAGE_READ_TIMEOUT.name: _num(s.read_timeout),
-            STORAGE_RETRIES.name: str(s.retries),
-        })
+        env.update(
+            {
+                PROVIDER.name: s.provider,
+                BUCKET.name: s.bucket,
+                PATH_PREFIX.name: s.path_prefix,
+                STORAGE_READ_TIMEOUT.name: _num(s.read_timeout),
+                STORAGE_RETRIES.name: str(s.retries),
+            }
+        )
         if self.mode == "backup":
             env[PART_SIZE.name] = str(s.part_size)
             env[CONCURRENCY.name] = str(s.concurrency)
         optional = {
-            ENDPOINT.name: s.endpoint, STORAGE_CACERT.name: s.cacert,
-            GCS_PROJECT.name: s.gcs_project, AZURE_ACCOUNT.name: s.azure_account,
+            ENDPOINT.name: s.endpoint,
+            STORAGE_CACERT.name: s.cacert,
+            GCS_PROJECT.name: s.gcs_project,
+            AZURE_ACCOUNT.name: s.azure_account,
         }
         env.update({k: str(v) for k, v in optional.items() if v is not None})
         if s.provider == "s3":
@@ -553,12 +666,14 @@ class Config:
             env[EMULATOR.name] = _bool(s.emulator)
         if self.openbao is not None:
             o = self.openbao
-            env.update({
-                (DRILL_ADDR if self.mode == "drill" else OPENBAO_ADDR).name: o.addr,
-                AUTH_METHOD.name: o.auth.method,
-                AUTH_MOUNT.name: o.auth.mount,
-                OPENBAO_READ_TIMEOUT.name: _num(o.read_timeout),
-            })
+            env.update(
+                {
+                    (DRILL_ADDR if self.mode == "drill" else OPENBAO_ADDR).name: o.addr,
+                    AUTH_METHOD.name: o.auth.method,
+                    AUTH_MOUNT.name: o.auth.mount,
+                    OPENBAO_READ_TIMEOUT.name: _num(o.read_timeout),
+                }
+            )
             if o.cacert is not None:
                 env[OPENBAO_CACERT.name] = str(o.cacert)
             if o.auth.role is not None:
@@ -775,8 +890,7 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
         trigger = r.text(TRIGGER) or "manual"
         if not _TRIGGER.match(trigger):
             r.problem(TRIGGER, f"must be 1-63 of [A-Za-z0-9._:-] (got {trigger!r})")
-        backup = BackupSettings(trigger=trigger, backup_name=r.text(BACKUP_NAME),
-                                marker=_marker(r))
+        backup = BackupSettings(trigger=trigger, backup_name=r.text(BACKUP_NAME), marker=_marker(r))
     elif m == "restore":
         key = r.text(RESTORE_KEY, required=True) or ""
         if key:
@@ -799,9 +913,18 @@ def load_config(*, mode: str, environ: Mapping[str, str]) -> Config:
     if r.problems:
         raise ConfigurationError("invalid configuration: " + "; ".join(r.problems))
     return Config(
-        mode=m, cluster=cluster, storage=storage, openbao=openbao, backup=backup,
-        restore=restore, delete=delete, termination_message_path=term, log_level=log_level,
-        timeout=timeout, verify=verify, drill=drill,
+        mode=m,
+        cluster=cluster,
+        storage=storage,
+        openbao=openbao,
+        backup=backup,
+        restore=restore,
+        delete=delete,
+        termination_message_path=term,
+        log_level=log_level,
+        timeout=timeout,
+        verify=verify,
+        drill=drill,
     )
 
 
@@ -843,7 +966,7 @@ def _delete_keys(r: _Reader, prefix: str, namespace: str, name: str) -> tuple[st
     for key in keys:
         if not _check_key_shape(r, DELETE_KEYS, key):
             continue
-        if not key.startswith(own) or "/" in key[len(own):]:
+        if not key.startswith(own) or "/" in key[len(own) :]:
             r.problem(DELETE_KEYS, f"{key!r} is outside this cluster's prefix {own!r}")
             continue
         if key not in out:
@@ -872,7 +995,10 @@ def _openbao(
         cacert=cacert,
         auth=OpenBaoAuth(
             method=method,  # type: ignore[arg-type]
-            mount=mount, role=role, jwt_file=jwt_file, token_file=token_file,
+            mount=mount,
+            role=role,
+            jwt_file=jwt_file,
+            token_file=token_file,
         ),
         connect_timeout=connect_timeout,
         read_timeout=r.number(OPENBAO_READ_TIMEOUT, lo=1, hi=24 * 3600),
@@ -918,8 +1044,10 @@ def _storage(r: _Reader, mode: Mode, *, connect_timeout: float) -> StorageSettin
     if provider == "s3":
         if not 5 * MiB <= part_size <= 5 * GiB:
             r.problem(PART_SIZE, f"S3 parts must be 5Mi..5Gi (got {part_size} bytes)")
-        if region is None and endpoint is not None and not (
-            r.environ.get("AWS_REGION") or r.environ.get("AWS_DEFAULT_REGION")
+        if (
+            region is None
+            and endpoint is not None
+            and not (r.environ.get("AWS_REGION") or r.environ.get("AWS_DEFAULT_REGION"))
         ):
             region = "us-east-1"
         credentials = _s3_credentials(r)
@@ -950,12 +1078,21 @@ def _storage(r: _Reader, mode: Mode, *, connect_timeout: float) -> StorageSettin
 
     return StorageSettings(
         provider=provider or "s3",  # type: ignore[arg-type]
-        bucket=bucket, endpoint=endpoint, region=region, path_prefix=prefix,
-        use_path_style=use_path_style, cacert=cacert, part_size=part_size,
-        concurrency=concurrency, connect_timeout=connect_timeout,
+        bucket=bucket,
+        endpoint=endpoint,
+        region=region,
+        path_prefix=prefix,
+        use_path_style=use_path_style,
+        cacert=cacert,
+        part_size=part_size,
+        concurrency=concurrency,
+        connect_timeout=connect_timeout,
         read_timeout=r.number(STORAGE_READ_TIMEOUT, lo=1, hi=24 * 3600),
-        retries=r.integer(STORAGE_RETRIES, lo=0, hi=10), emulator=emulator,
-        gcs_project=gcs_project, azure_account=azure_account, credentials=credentials,
+        retries=r.integer(STORAGE_RETRIES, lo=0, hi=10),
+        emulator=emulator,
+        gcs_project=gcs_project,
+        azure_account=azure_account,
+        credentials=credentials,
     )
 
 
@@ -989,7 +1126,9 @@ def _check_gcs_credentials_file(r: _Reader, path: Path) -> None:
         r.problem(GOOGLE_APPLICATION_CREDENTIALS, f"{path} is not a readable JSON file")
         return
     if not isinstance(data, dict) or data.get("type") not in (
-        "service_account", "external_account", "authorized_user",
+        "service_account",
+        "external_account",
+        "authorized_user",
         "impersonated_service_account",
     ):
         r.problem(GOOGLE_APPLICATION_CREDENTIALS, f"{path} has no supported credential 'type'")
@@ -1000,15 +1139,11 @@ def _check_gcs_credentials_file(r: _Reader, path: Path) -> None:
             secrets.register(v)
 
 
-def _azure_credentials(
-    r: _Reader, account: str | None, endpoint: str | None
-) -> AzureCredentials:
+def _azure_credentials(r: _Reader, account: str | None, endpoint: str | None) -> AzureCredentials:
     conn = r.raw(AZURE_STORAGE_CONNECTION_STRING)
     key = r.raw(AZURE_STORAGE_KEY)
     if conn is not None:
-        parts = dict(
-            p.split("=", 1) for p in conn.strip().strip(";").split(";") if "=" in p
-        )
+        parts = dict(p.split("=", 1) for p in conn.strip().strip(";").split(";") if "=" in p)
         for k in ("AccountKey", "SharedAccessSignature"):
             if k in parts:
                 secrets.register(parts[k])
@@ -1053,9 +1188,12 @@ def _marker(r: _Reader) -> MarkerSettings | None:
     elif path.split("/", 1)[0] in ("sys", "auth", "identity", "cubbyhole"):
         r.problem(MARKER_PATH, f"must be a path in a KV mount, not under {path.split('/')[0]}/")
     elif version_text == "2" and "/data/" not in f"/{path}":
-        r.problem(MARKER_PATH, f"a KV v2 API path has /data/ after the mount (e.g. "
-                  f"secret/data/openbao-backup/marker), got {path!r}; or set "
-                  "OBB_MARKER_KV_VERSION=1")
+        r.problem(
+            MARKER_PATH,
+            f"a KV v2 API path has /data/ after the mount (e.g. "
+            f"secret/data/openbao-backup/marker), got {path!r}; or set "
+            "OBB_MARKER_KV_VERSION=1",
+        )
     return MarkerSettings(path=path, kv_version=int(version_text))
 
 
@@ -1066,8 +1204,11 @@ def _drill(r: _Reader, openbao: OpenBaoSettings | None) -> DrillSettings:
     addr = openbao.addr if openbao is not None else ""
     host = urlsplit(addr).hostname if addr else None
     if addr and host not in _LOOPBACK:
-        r.problem(DRILL_ADDR, f"must be a loopback address (the scratch server in the drill's "
-                  f"own pod), got {addr!r}: a drill never talks to another OpenBao")
+        r.problem(
+            DRILL_ADDR,
+            f"must be a loopback address (the scratch server in the drill's "
+            f"own pod), got {addr!r}: a drill never talks to another OpenBao",
+        )
     done = r.text(DRILL_DONE_FILE, required=True)
     done_file = Path(done) if done else Path()
     if done and not done_file.parent.is_dir():
@@ -1082,8 +1223,12 @@ def _drill(r: _Reader, openbao: OpenBaoSettings | None) -> DrillSettings:
         except ValueError as exc:
             r.problem(UNSEAL_KEYS_FILE, f"{keys_file}: {exc}")
     return DrillSettings(
-        key=key, addr=addr, done_file=done_file, unseal_keys_file=keys_file,
-        unseal_keys=keys, start_timeout=r.number(DRILL_START_TIMEOUT, lo=1, hi=3600),
+        key=key,
+        addr=addr,
+        done_file=done_file,
+        unseal_keys_file=keys_file,
+        unseal_keys=keys,
+        start_timeout=r.number(DRILL_START_TIMEOUT, lo=1, hi=3600),
         auto_unseal=r.flag(DRILL_AUTO_UNSEAL),
     )
 

@@ -75,12 +75,17 @@ def _table() -> list[str]:
     for var in contract.TABLE:
         if var.section != section:
             section = var.section
-            lines += ["", f"### {section}", "",
-                      "| Variable | Meaning | Default | Required | Modes | Providers |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"### {section}",
+                "",
+                "| Variable | Meaning | Default | Required | Modes | Providers |",
+                "|---|---|---|---|---|---|",
+            ]
         modes = "all" if set(var.modes) == set(contract.MODES) else ", ".join(var.modes)
-        providers = ("all" if set(var.providers) == set(contract.PROVIDERS)
-                     else ", ".join(var.providers))
+        providers = (
+            "all" if set(var.providers) == set(contract.PROVIDERS) else ", ".join(var.providers)
+        )
         default = f"`{var.default}`" if var.default not in (None, "") else "-"
         meaning = var.meaning + (" **Secret.**" if var.secret else "")
         lines.append(
@@ -91,23 +96,33 @@ def _table() -> list[str]:
 
 
 def render() -> str:
-    out = [_INTRO, "## Environment", "",
-           "Our variables start with `OBB_`; the provider credentials are the standard variables "
-           "of each SDK. Unknown `OBB_` variables are ignored with a warning in the log. Every "
-           "problem found is reported at once (exit code 10)."]
+    out = [
+        _INTRO,
+        "## Environment",
+        "",
+        "Our variables start with `OBB_`; the provider credentials are the standard variables "
+        "of each SDK. Unknown `OBB_` variables are ignored with a warning in the log. Every "
+        "problem found is reported at once (exit code 10).",
+    ]
     out += _table()
-    out += ["", "## Exit codes", "", "| Exit code | Error class | Meaning |", "|---|---|---|",
-            f"| {report.EXIT_OK} | - | succeeded |"]
+    out += [
+        "",
+        "## Exit codes",
+        "",
+        "| Exit code | Error class | Meaning |",
+        "|---|---|---|",
+        f"| {report.EXIT_OK} | - | succeeded |",
+    ]
     meanings = {
         "configuration": "bad or missing environment, unreadable files, key outside the prefix",
         "auth": "OpenBao login/token refused, or the token's policy lacks a snapshot or marker "
-                "path",
+        "path",
         "leader": "OpenBao unreachable, sealed, without leader, or leadership moved during the "
-                  "snapshot (or could not be confirmed after it) or mid-restore",
+        "snapshot (or could not be confirmed after it) or mid-restore",
         "snapshot": "the snapshot stream broke or OpenBao refused the restore",
         "storage": "the bucket refused a request or could not be reached",
         "verification": "incomplete/corrupt archive, the object does not match its manifest, or "
-                        "(drill) the restored copy did not unseal or its marker differs",
+        "(drill) the restored copy did not unseal or its marker differs",
         "internal": "a bug: see the log",
     }
     for klass, code in sorted(report.EXIT_CODES.items(), key=lambda kv: kv[1]):
@@ -123,8 +138,14 @@ def render() -> str:
         f"{report.MAX_BYTES} bytes. Parse it with `executor.report.Report.from_json`.",
         "",
         "```",
-        *[line.rstrip() for line in (report.__doc__ or "").split("::", 1)[1]
-          .split("* ``outcome", 1)[0].strip("\n").splitlines()],
+        *[
+            line.rstrip()
+            for line in (report.__doc__ or "")
+            .split("::", 1)[1]
+            .split("* ``outcome", 1)[0]
+            .strip("\n")
+            .splitlines()
+        ],
         "```",
         "",
         "- `outcome` is `succeeded` exactly when `error` is null.",

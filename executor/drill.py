@@ -94,7 +94,11 @@ async def run_drill(*, config: Config, progress: Progress) -> None:
 
             progress.enter("uploading the snapshot to OpenBao")
             await upload_verified(
-                bao=bao, leader=scratch.leader, sink=sink, key=drill.key, stored=stored,
+                bao=bao,
+                leader=scratch.leader,
+                sink=sink,
+                key=drill.key,
+                stored=stored,
                 force=True,
             )
         log.info("the scratch OpenBao accepted the snapshot", key=drill.key)
@@ -269,8 +273,10 @@ async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> _Scratch:
                     secrets.register(value)
     keys = data.get("keys_base64") or data.get("keys") if isinstance(data, dict) else None
     root = data.get("root_token") if isinstance(data, dict) else None
-    if status != 200 or not isinstance(root, str) or (
-        not auto_unseal and (not isinstance(keys, list) or not keys)
+    if (
+        status != 200
+        or not isinstance(root, str)
+        or (not auto_unseal and (not isinstance(keys, list) or not keys))
     ):
         raise LeaderError(f"initialising the scratch OpenBao answered HTTP {status}: {text}")
     bao.use_token(root)  # registers it as a secret

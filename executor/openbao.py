@@ -195,7 +195,9 @@ class OpenBao:
         """The active node's address and version; LeaderError if there is none usable."""
         addr = self.settings.addr
         status, data, payload = await self._json(
-            "GET", self._url(addr, "sys/leader"), doing="asking OpenBao for its leader",
+            "GET",
+            self._url(addr, "sys/leader"),
+            doing="asking OpenBao for its leader",
             token=False,
         )
         if status != 200 or not isinstance(data, dict):
@@ -213,8 +215,9 @@ class OpenBao:
                 raise LeaderError(f"OpenBao at {addr} knows no active node (no leader elected)")
             leader = found.rstrip("/")
             # active_time is only meaningful from the active node itself: ask it.
-            state = await self._self_state(leader, doing=f"asking {leader} (named active by "
-                                           f"{addr}) for its own leader state")
+            state = await self._self_state(
+                leader, doing=f"asking {leader} (named active by {addr}) for its own leader state"
+            )
         active_time = state.get("active_time")
         advertised = state.get("leader_address")
         health = await self._health(leader)
@@ -227,18 +230,27 @@ class OpenBao:
             address=leader,
             version=version if isinstance(version, str) else None,
             active_time=active_time if isinstance(active_time, str) else None,
-            advertised=advertised.rstrip("/") if isinstance(advertised, str) and advertised
+            advertised=advertised.rstrip("/")
+            if isinstance(advertised, str) and advertised
             else None,
             ha_enabled=ha_enabled,
         )
-        log.info("active node found", leader=result.address, advertised=result.advertised,
-                 active_time=result.active_time, version=result.version)
+        log.info(
+            "active node found",
+            leader=result.address,
+            advertised=result.advertised,
+            active_time=result.active_time,
+            version=result.version,
+        )
         return result
 
     async def _self_state(self, base: str, *, doing: str) -> dict[str, Any]:
         """``sys/leader`` of ``base``, which must say it is the active node itself."""
         status, data, payload = await self._json(
-            "GET", self._url(base, "sys/leader"), doing=doing, token=False,
+            "GET",
+            self._url(base, "sys/leader"),
+            doing=doing,
+            token=False,
         )
         if status != 200 or not isinstance(data, dict):
             raise LeaderError(
@@ -246,9 +258,11 @@ class OpenBao:
                 + (" (sealed?)" if status == 503 else "")
             )
         if data.get("ha_enabled", True) is not False and not data.get("is_self"):
-            raise LeaderError(f"{base} is not the active node (it names "
-                              f"{data.get('leader_address') or 'no leader'}): leadership is "
-                              "changing, retry")
+            raise LeaderError(
+                f"{base} is not the active node (it names "
+                f"{data.get('leader_address') or 'no leader'}): leadership is "
+                "changing, retry"
+            )
         return data
 
     async def confirm_source(self, source: Leader) -> None:
@@ -262,11 +276,14 @@ class OpenBao:
             return
         was = source.advertised or source.address
         since = source.active_time or "unknown"
-        prefix = (f"cannot confirm that {was} (active since {since}) was still the active node "
-                  "when the snapshot ended, so the snapshot is not used")
+        prefix = (
+            f"cannot confirm that {was} (active since {since}) was still the active node "
+            "when the snapshot ended, so the snapshot is not used"
+        )
         try:
             status, data, payload = await self._json(
-                "GET", self._url(source.address, "sys/leader"),
+                "GET",
+                self._url(source.address, "sys/leader"),
                 doing="asking the node that served the snapshot for its leader state",
                 token=False,
             )
@@ -309,7 +326,9 @@ class OpenBao:
             await asyncio.sleep(0.2)
             try:
                 status, data, _ = await self._json(
-                    "GET", self._url(base, "sys/leader"), doing="asking who leads now",
+                    "GET",
+                    self._url(base, "sys/leader"),
+                    doing="asking who leads now",
                     token=False,
                 )
             except LeaderError:
@@ -322,14 +341,16 @@ class OpenBao:
     async def _health(self, base: str) -> dict[str, Any]:
         status, data, payload = await self._json(
             "GET",
-            self._url(base, "sys/health?standbyok=true&perfstandbyok=true&sealedcode=299"
-                      "&uninitcode=298"),
+            self._url(
+                base, "sys/health?standbyok=true&perfstandbyok=true&sealedcode=299&uninitcode=298"
+            ),
             doing=f"checking the health of {base}",
             token=False,
         )
         if not isinstance(data, dict):
-            raise LeaderError(f"sys/health at {base} answered HTTP {status}: "
-                              f"{_errors_text(payload)}")
+            raise LeaderError(
+                f"sys/health at {base} answered HTTP {status}: {_errors_text(payload)}"
+            )
         return data
 
     # -- authentication -----------------------------------------------------------------------
@@ -342,7 +363,8 @@ class OpenBao:
             token = _read_secret_file(auth.token_file, what="OpenBao token file")
             self._token = token
             status, _, payload = await self._json(
-                "GET", self._url(self.settings.addr, "auth/token/lookup-self"),
+                "GET",
+                self._url(self.settings.addr, "auth/token/lookup-self"),
                 doing="checking the OpenBao token",
             )
             if status != 200:
@@ -367,9 +389,7 @@ class OpenBao:
                 f"login to auth/{auth.mount} with role {auth.role!r} refused: HTTP {status}: "
                 f"{_errors_text(payload)}"
             )
-        client_token = (
-            data.get("auth", {}).get("client_token") if isinstance(data, dict) else None
-        )
+        client_token = data.get("auth", {}).get("client_token") if isinstance(data, dict) else None
         if not isinstance(client_token, str) or not client_token:
             raise AuthError(f"login to auth/{auth.mount} returned no client_token")
         secrets.register(client_token)
@@ -388,16 +408,20 @@ class OpenBao:
         self._revocable = False
         try:
             status, _, payload = await asyncio.wait_for(
-                self._json("POST", self._url(self.settings.addr, "auth/token/revoke-self"),
-                           doing="revoking our token"),
+                self._json(
+                    "POST",
+                    self._url(self.settings.addr, "auth/token/revoke-self"),
+                    doing="revoking our token",
+                ),
                 timeout=10,
             )
         except (ExecutorError, TimeoutError) as exc:
             log.warning("could not revoke our OpenBao token", error=str(exc))
             return
         if status not in (200, 204):
-            log.warning("could not revoke our OpenBao token", status=status,
-                        error=_errors_text(payload))
+            log.warning(
+                "could not revoke our OpenBao token", status=status, error=_errors_text(payload)
+            )
         else:
             log.info("token revoked")
 
@@ -410,8 +434,10 @@ class OpenBao:
         url = self._url(leader.address, SNAPSHOT_PATH)
         source = leader
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.settings.connect_timeout,
-            sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout,
+            total=None,
+            connect=self.settings.connect_timeout,
+            sock_connect=self.settings.connect_timeout,
+            sock_read=self.settings.read_timeout,
         )
         for _hop in range(2):
             try:
@@ -426,12 +452,14 @@ class OpenBao:
                 log.warning("snapshot request redirected: leadership moved", to=target)
                 base = target.split("/v1/", 1)[0]
                 state = await self._self_state(
-                    base, doing=f"asking {base} (the snapshot redirect target) for its own "
-                    "leader state")
+                    base,
+                    doing=f"asking {base} (the snapshot redirect target) for its own leader state",
+                )
                 found = state.get("leader_address")
                 at = state.get("active_time")
                 source = Leader(
-                    address=base, version=leader.version,
+                    address=base,
+                    version=leader.version,
                     active_time=at if isinstance(at, str) else None,
                     advertised=found.rstrip("/") if isinstance(found, str) and found else None,
                     ha_enabled=state.get("ha_enabled", True) is not False,
@@ -452,8 +480,9 @@ class OpenBao:
                 raise SnapshotError(
                     f"snapshot request answered HTTP {resp.status}: {_errors_text(payload)}"
                 )
-            log.info("snapshot stream started", url=url,
-                     content_type=resp.headers.get("Content-Type"))
+            log.info(
+                "snapshot stream started", url=url, content_type=resp.headers.get("Content-Type")
+            )
             yield SnapshotStream(chunks=_stream_body(resp), source=source)
         finally:
             resp.close()
@@ -475,11 +504,16 @@ class OpenBao:
         path = FORCE_PATH if force else SNAPSHOT_PATH
         url = self._url(leader.address, path)
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.settings.connect_timeout,
-            sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout,
+            total=None,
+            connect=self.settings.connect_timeout,
+            sock_connect=self.settings.connect_timeout,
+            sock_read=self.settings.read_timeout,
         )
-        headers = {**self._headers(), "Content-Length": str(size),
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            **self._headers(),
+            "Content-Length": str(size),
+            "Content-Type": "application/octet-stream",
+        }
         try:
             async with self._session.post(
                 url, data=body(), headers=headers, allow_redirects=False, timeout=timeout
@@ -503,8 +537,7 @@ class OpenBao:
                 f"permission denied on {path}: the token's policy needs update on it "
                 f"({_errors_text(payload)})"
             )
-        raise SnapshotError(f"OpenBao refused the restore: HTTP {status}: "
-                            f"{_errors_text(payload)}")
+        raise SnapshotError(f"OpenBao refused the restore: HTTP {status}: {_errors_text(payload)}")
 
     async def wait_applied(self, *, leader: Leader, timeout: float) -> str | None:
         """Wait until the node shows the restore took effect; the state, or None on timeout.
@@ -519,15 +552,21 @@ class OpenBao:
         while loop.time() < deadline:
             try:
                 status, data, _ = await self._json(
-                    "GET", self._url(leader.address, "sys/leader"),
-                    doing="watching OpenBao apply the restore", token=False,
+                    "GET",
+                    self._url(leader.address, "sys/leader"),
+                    doing="watching OpenBao apply the restore",
+                    token=False,
                 )
             except LeaderError:
                 status, data = 0, None
             if status == 503:
                 return "sealed"
-            if (status == 200 and isinstance(data, dict) and data.get("is_self")
-                    and data.get("active_time") != leader.active_time):
+            if (
+                status == 200
+                and isinstance(data, dict)
+                and data.get("is_self")
+                and data.get("active_time") != leader.active_time
+            ):
                 return "active"
             await asyncio.sleep(0.25)
         return None
@@ -555,8 +594,12 @@ class OpenBao:
         parsed body (None if not JSON) and OpenBao's error text (for messages); a transport
         failure raises ``transport_error``."""
         status, data, payload = await self._json(
-            method, self._url(base or self.settings.addr, path), body=body, doing=doing,
-            transport_error=transport_error, token=token,
+            method,
+            self._url(base or self.settings.addr, path),
+            body=body,
+            doing=doing,
+            transport_error=transport_error,
+            token=token,
         )
         return status, data, _errors_text(payload) if payload else "(empty body)"
 
@@ -590,4 +633,3 @@ def _read_secret_file(path: Any, *, what: str) -> str:
         raise ConfigurationError(f"the {what} {path} is empty")
     secrets.register(value)
     return value
-

@@ -97,8 +97,12 @@ class DrillResult:
     partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"unsealed": self.unsealed, "markerChecked": self.marker_checked,
-                "markerMatched": self.marker_matched, "partial": self.partial}
+        return {
+            "unsealed": self.unsealed,
+            "markerChecked": self.marker_checked,
+            "markerMatched": self.marker_matched,
+            "partial": self.partial,
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> DrillResult:
@@ -110,8 +114,12 @@ class DrillResult:
         matched = data.get("markerMatched")
         if matched is not None and not isinstance(matched, bool):
             raise ValueError("drill.markerMatched must be a boolean or null")
-        return cls(unsealed=bool(flags["unsealed"]), marker_checked=bool(flags["markerChecked"]),
-                   marker_matched=matched, partial=bool(flags["partial"]))
+        return cls(
+            unsealed=bool(flags["unsealed"]),
+            marker_checked=bool(flags["markerChecked"]),
+            marker_matched=matched,
+            partial=bool(flags["partial"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,11 @@ class Cleaned:
     @classmethod
     def of(cls, keys: list[str], error: str | None) -> Cleaned:
         """The report field for ``keys`` removed (all of them) and ``error`` (capped)."""
-        return cls(uploads=len(keys), keys=tuple(keys[:CLEANED_KEYS_MAX]),
-                   error=error[:CLEANED_ERROR_MAX] if error is not None else None)
+        return cls(
+            uploads=len(keys),
+            keys=tuple(keys[:CLEANED_KEYS_MAX]),
+            error=error[:CLEANED_ERROR_MAX] if error is not None else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"uploads": self.uploads, "keys": list(self.keys), "error": self.error}
@@ -245,9 +256,13 @@ class Report:
         # Unreachable with the contract's limits; keep the guarantee anyway.
         minimal = replace(
             report,
-            key=None, manifest_key=None, deleted_keys=None, marker=None,
-            cleaned=(Cleaned(uploads=report.cleaned.uploads)
-                     if report.cleaned is not None else None),
+            key=None,
+            manifest_key=None,
+            deleted_keys=None,
+            marker=None,
+            cleaned=(
+                Cleaned(uploads=report.cleaned.uploads) if report.cleaned is not None else None
+            ),
             error=ReportError(
                 report.error.error_class if report.error else "internal",
                 "report too large; see the executor's log",
@@ -290,8 +305,10 @@ class Report:
         ):
             raise ValueError("deletedKeys must be a list of strings or null")
         duration = data.get("durationSeconds")
-        if not isinstance(duration, int | float) or isinstance(duration, bool) or (
-            not math.isfinite(duration)
+        if (
+            not isinstance(duration, int | float)
+            or isinstance(duration, bool)
+            or (not math.isfinite(duration))
         ):
             raise ValueError("durationSeconds must be a number")
         raw_marker, raw_drill = data.get("marker"), data.get("drill")

@@ -56,25 +56,40 @@ async def run_restore(*, config: Config, progress: Progress) -> None:
             progress.enter("logging in to OpenBao")
             await bao.login()
             progress.enter("uploading the snapshot to OpenBao")
-            await upload_verified(bao=bao, leader=leader, sink=sink, key=key,
-                                  stored=stored, force=config.restore.force)
+            await upload_verified(
+                bao=bao,
+                leader=leader,
+                sink=sink,
+                key=key,
+                stored=stored,
+                force=config.restore.force,
+            )
             bao.forget_token()
             log.info("OpenBao accepted the restore", key=key, force=config.restore.force)
             progress.enter("waiting for OpenBao after the restore")
             state = await bao.wait_applied(leader=leader, timeout=config.restore.apply_timeout)
             if state == "sealed":
-                log.info("OpenBao applied the restore and sealed itself: unseal it with the "
-                         "keys of the cluster the snapshot came from")
+                log.info(
+                    "OpenBao applied the restore and sealed itself: unseal it with the "
+                    "keys of the cluster the snapshot came from"
+                )
             elif state == "active":
                 log.info("OpenBao applied the restore and is active")
             else:
-                log.warning("could not observe OpenBao applying the restore within "
-                            "OBB_RESTORE_APPLY_TIMEOUT; it accepted the snapshot (204)",
-                            timeout=config.restore.apply_timeout)
+                log.warning(
+                    "could not observe OpenBao applying the restore within "
+                    "OBB_RESTORE_APPLY_TIMEOUT; it accepted the snapshot (204)",
+                    timeout=config.restore.apply_timeout,
+                )
 
 
 async def upload_verified(
-    *, bao: OpenBao, leader: Leader, sink: SnapshotSink, key: str, stored: StoredSnapshot,
+    *,
+    bao: OpenBao,
+    leader: Leader,
+    sink: SnapshotSink,
+    key: str,
+    stored: StoredSnapshot,
     force: bool,
 ) -> None:
     """Pass 2: stream the object verified by pass 1 (pinned to that version) into OpenBao's
@@ -82,7 +97,10 @@ async def upload_verified(
     by restore and by the drill)."""
     body = _GuardedBody(sink=sink, key=key, version=stored.version, manifest=stored.manifest)
     await bao.restore(
-        leader=leader, body=body.chunks, size=stored.manifest.size, force=force,
+        leader=leader,
+        body=body.chunks,
+        size=stored.manifest.size,
+        force=force,
         body_error=lambda: body.error,
     )
 

@@ -29,9 +29,13 @@ _values: set[str] = set()
 
 _PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?i)(x-vault-token['\"]?\s*[:=]\s*['\"]?)[^\s'\",;}]+"),
-    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|sharedkey|basic)?\s*)[^\s'\",;}]+"),
+    re.compile(
+        r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|sharedkey|basic)?\s*)[^\s'\",;}]+"
+    ),
     re.compile(r"(?i)((?:AccountKey|SharedAccessSignature|SessionToken)=)[^;\s'\"]+"),
-    re.compile(r"(?i)([?&](?:sig|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&\s'\"]+"),
+    re.compile(
+        r"(?i)([?&](?:sig|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&\s'\"]+"
+    ),
     re.compile(
         r"(?i)(['\"](?:client_token|access_token|id_token|refresh_token|jwt|token|secret|"
         r"private_key|password)['\"]\s*:\s*['\"])[^'\"]+"

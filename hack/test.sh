@@ -9,6 +9,7 @@ bash hack/install-deps.sh
 echo "== deps ready in $(( $(date +%s) - t0 ))s"
 export PYTHONPATH="$root/hack${PYTHONPATH:+:$PYTHONPATH}"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/lint-imports
 set +e

@@ -140,11 +140,18 @@ class AzureUpload(NumberedUpload[str]):
     unit = "blocks"
 
     def __init__(
-        self, *, blob: Any, container: str, key: str, part_size: int, concurrency: int,
+        self,
+        *,
+        blob: Any,
+        container: str,
+        key: str,
+        part_size: int,
+        concurrency: int,
         metadata: Mapping[str, str],
     ) -> None:
-        super().__init__(key=key, part_size=part_size, concurrency=concurrency,
-                         max_parts=MAX_BLOCKS)
+        super().__init__(
+            key=key, part_size=part_size, concurrency=concurrency, max_parts=MAX_BLOCKS
+        )
         self._blob = blob
         self._container = container
         self._metadata = dict(metadata)
@@ -154,14 +161,18 @@ class AzureUpload(NumberedUpload[str]):
         # The transactional MD5 is computed off the event loop (the SDK would do it inline).
         md5 = await asyncio.to_thread(_md5, data)
         with _translated(f"staging block {number} of {self.key}", container=self._container):
-            await self._blob.stage_block(block_id, data, length=len(data),
-                                         transactional_content_md5=md5)
+            await self._blob.stage_block(
+                block_id, data, length=len(data), transactional_content_md5=md5
+            )
         return block_id
 
     async def commit(self, *, sha256: str, size: int) -> None:
         ids = await self._all_parts(size=size)
-        metadata = {**self._metadata, _meta_name(META_SHA256): sha256,
-                    _meta_name(META_SIZE): str(size)}
+        metadata = {
+            **self._metadata,
+            _meta_name(META_SHA256): sha256,
+            _meta_name(META_SIZE): str(size),
+        }
         with _translated(f"committing {self.key}", container=self._container):
             await self._blob.commit_block_list(
                 [BlobBlock(block_id=block_id) for block_id in ids],
@@ -197,7 +208,10 @@ class AzureSink:
             if await blob.exists():
                 raise StorageError(f"a blob already exists at {key}")
         return AzureUpload(
-            blob=blob, container=self._name, key=key, part_size=self._settings.part_size,
+            blob=blob,
+            container=self._name,
+            key=key,
+            part_size=self._settings.part_size,
             concurrency=self._settings.concurrency,
             metadata={_meta_name(k): v for k, v in metadata.items()},
         )
@@ -205,13 +219,14 @@ class AzureSink:
     async def head(self, *, key: str) -> ObjectInfo:
         with self._t(f"looking up {key}"):
             props = await self._container.get_blob_client(key).get_blob_properties()
-        return ObjectInfo(key=key, size=int(props.size), version=props.etag,
-                          metadata=dict(props.metadata or {}))
+        return ObjectInfo(
+            key=key, size=int(props.size), version=props.etag, metadata=dict(props.metadata or {})
+        )
 
     @asynccontextmanager
-    async def get(self, *, key: str, version: str | None = None) -> AsyncIterator[
-        AsyncIterator[bytes]
-    ]:
+    async def get(
+        self, *, key: str, version: str | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         kwargs: dict[str, Any] = {"max_concurrency": 1}
         if version:
             kwargs.update(etag=version, match_condition=MatchConditions.IfNotModified)
@@ -241,9 +256,7 @@ class AzureSink:
     async def delete(self, *, key: str) -> bool:
         try:
             with self._t(f"deleting {key}"):
-                await self._container.get_blob_client(key).delete_blob(
-                    delete_snapshots="include"
-                )
+                await self._container.get_blob_client(key).delete_blob(delete_snapshots="include")
         except ObjectNotFound:
             return False
         return True
@@ -320,8 +333,10 @@ async def open_azure(*, settings: StorageSettings) -> AsyncIterator[AzureSink]:
             )
             credential: Any
             if creds.kind == "account-key":
-                credential = {"account_name": settings.azure_account,
-                              "account_key": creds.account_key}
+                credential = {
+                    "account_name": settings.azure_account,
+                    "account_key": creds.account_key,
+                }
             else:
                 from azure.identity.aio import DefaultAzureCredential
 
@@ -330,6 +345,10 @@ async def open_azure(*, settings: StorageSettings) -> AsyncIterator[AzureSink]:
             service = BlobServiceClient(account_url, credential=credential, **common)
         await stack.enter_async_context(service)
         container = service.get_container_client(settings.bucket)
-        log.info("Azure client ready", container=settings.bucket, account=service.account_name,
-                 credentials=creds.kind)
+        log.info(
+            "Azure client ready",
+            container=settings.bucket,
+            account=service.account_name,
+            credentials=creds.kind,
+        )
         yield AzureSink(container=container, settings=settings)

@@ -69,8 +69,9 @@ def check_cleanup_prefix(prefix: str) -> None:
         raise InternalError(f"refusing to clean up under {prefix!r}: not a cluster prefix")
 
 
-def is_abandoned(*, key: str, started: dt.datetime | None, prefix: str,
-                 before: dt.datetime) -> bool:
+def is_abandoned(
+    *, key: str, started: dt.datetime | None, prefix: str, before: dt.datetime
+) -> bool:
     """An unfinished upload is ours to remove only if it is under ``prefix`` and started
     strictly before ``before`` (unknown start time: never). Naive times are UTC."""
     if started is None or not key.startswith(prefix):
@@ -175,9 +176,7 @@ class PartUploader(Generic[T]):
     part; :meth:`drain` waits for all parts and returns their results by part number.
     """
 
-    def __init__(
-        self, *, concurrency: int, upload: Callable[[int, bytes], Awaitable[T]]
-    ) -> None:
+    def __init__(self, *, concurrency: int, upload: Callable[[int, bytes], Awaitable[T]]) -> None:
         self._slots = asyncio.Semaphore(concurrency)
         self._upload = upload
         self._tasks: set[asyncio.Task[None]] = set()
@@ -205,8 +204,10 @@ class PartUploader(Generic[T]):
             raise
         except BaseException as exc:
             if self._error is None:
-                self._error = exc if isinstance(exc, StorageError) else StorageError(
-                    f"part {number} failed: {exc.__class__.__name__}: {exc}"
+                self._error = (
+                    exc
+                    if isinstance(exc, StorageError)
+                    else StorageError(f"part {number} failed: {exc.__class__.__name__}: {exc}")
                 )
         finally:
             self._slots.release()

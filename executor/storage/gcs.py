@@ -179,7 +179,12 @@ class GcsSink:
                 hdrs.update(await self.auth_headers())
             try:
                 async with self._session.request(
-                    method, url, params=params, data=data, json=json_body, headers=hdrs,
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    json=json_body,
+                    headers=hdrs,
                     allow_redirects=False,
                 ) as resp:
                     answer = _Answer(resp.status, resp.headers, await resp.read())
@@ -191,8 +196,9 @@ class GcsSink:
             attempt += 1
             if not retry or attempt > self._retries:
                 raise StorageError(f"{doing}: {problem}")
-            log.warning("GCS request failed, retrying", doing=doing, problem=problem,
-                        attempt=attempt)
+            log.warning(
+                "GCS request failed, retrying", doing=doing, problem=problem, attempt=attempt
+            )
             await sleep_backoff(attempt)
 
     def fail(self, doing: str, answer: _Answer) -> StorageError:
@@ -212,8 +218,9 @@ class GcsSink:
         except asyncio.CancelledError:
             await self._cancel_orphan(creating, key=key)
             raise
-        return GcsUpload(sink=self, key=key, session_uri=session_uri,
-                         chunk_size=self._settings.part_size)
+        return GcsUpload(
+            sink=self, key=key, session_uri=session_uri, chunk_size=self._settings.part_size
+        )
 
     async def _cancel_orphan(self, creating: asyncio.Future[str], *, key: str) -> None:
         """Cancelled while a session was being created: let the request finish (it is bounded
@@ -230,8 +237,7 @@ class GcsSink:
             "POST",
             f"{self._root}/upload/storage/v1/b/{quote(self._bucket, safe='')}/o",
             params=self._params(uploadType="resumable", name=key, ifGenerationMatch="0"),
-            json_body={"name": key, "contentType": "application/gzip",
-                       "metadata": dict(metadata)},
+            json_body={"name": key, "contentType": "application/gzip", "metadata": dict(metadata)},
             headers={"X-Upload-Content-Type": "application/gzip"},
             doing=doing,
         )
@@ -247,19 +253,22 @@ class GcsSink:
 
     async def head(self, *, key: str) -> ObjectInfo:
         doing = f"looking up {key}"
-        answer = await self.request("GET", self.object_url(key), params=self._params(),
-                                    doing=doing)
+        answer = await self.request("GET", self.object_url(key), params=self._params(), doing=doing)
         if answer.status != 200:
             raise self.fail(doing, answer)
         data = answer.json()
         meta = data.get("metadata") or {}
-        return ObjectInfo(key=key, size=int(data.get("size", 0)),
-                          version=str(data.get("generation")), metadata=dict(meta))
+        return ObjectInfo(
+            key=key,
+            size=int(data.get("size", 0)),
+            version=str(data.get("generation")),
+            metadata=dict(meta),
+        )
 
     @asynccontextmanager
-    async def get(self, *, key: str, version: str | None = None) -> AsyncIterator[
-        AsyncIterator[bytes]
-    ]:
+    async def get(
+        self, *, key: str, version: str | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         doing = f"reading {key}"
         params = self._params(alt="media")
         if version:
@@ -303,28 +312,32 @@ class GcsSink:
             "POST",
             f"{self._root}/upload/storage/v1/b/{quote(self._bucket, safe='')}/o",
             params=self._params(uploadType="media", name=key),
-            data=data, headers={"Content-Type": content_type}, doing=doing,
+            data=data,
+            headers={"Content-Type": content_type},
+            doing=doing,
         )
         if answer.status not in (200, 201):
             raise self.fail(doing, answer)
 
     async def delete(self, *, key: str) -> bool:
         doing = f"deleting {key}"
-        answer = await self.request("DELETE", self.object_url(key), params=self._params(),
-                                    doing=doing)
+        answer = await self.request(
+            "DELETE", self.object_url(key), params=self._params(), doing=doing
+        )
         if answer.status in (200, 204):
             return True
         if answer.status == 404:
             return False
         raise self.fail(doing, answer)
 
-    async def set_metadata(self, *, key: str, generation: str, metadata: Mapping[str, str]
-                           ) -> None:
+    async def set_metadata(self, *, key: str, generation: str, metadata: Mapping[str, str]) -> None:
         doing = f"recording the metadata of {key}"
         answer = await self.request(
-            "PATCH", self.object_url(key),
+            "PATCH",
+            self.object_url(key),
             params=self._params(ifGenerationMatch=generation),
-            json_body={"metadata": dict(metadata)}, doing=doing,
+            json_body={"metadata": dict(metadata)},
+            doing=doing,
         )
         if answer.status != 200:
             raise self.fail(doing, answer)
@@ -341,8 +354,11 @@ class GcsSink:
                 raise self.fail(f"listing {prefix}", answer)
             data = answer.json()
             for item in data.get("items", []):
-                yield ObjectInfo(key=item["name"], size=int(item.get("size", 0)),
-                                 version=str(item.get("generation")))
+                yield ObjectInfo(
+                    key=item["name"],
+                    size=int(item.get("size", 0)),
+                    version=str(item.get("generation")),
+                )
             token = data.get("nextPageToken")
             if not token:
                 return
@@ -384,13 +400,15 @@ class GcsUpload:
         while True:
             if pos < end:
                 content_range = f"bytes {pos}-{end - 1}/{size}"
-                payload = chunk[pos - start:]
+                payload = chunk[pos - start :]
             else:
                 content_range = f"bytes */{size}"
                 payload = b""
             try:
                 async with self._sink._session.put(
-                    self.session_uri, data=payload, headers={"Content-Range": content_range},
+                    self.session_uri,
+                    data=payload,
+                    headers={"Content-Range": content_range},
                     allow_redirects=False,
                 ) as resp:
                     answer = _Answer(resp.status, resp.headers, await resp.read())
@@ -405,10 +423,15 @@ class GcsUpload:
                     if persisted >= end:
                         return None
                     if persisted < start:
-                        raise StorageError(f"{doing}: GCS lost data it had acknowledged "
-                                           f"(persisted {persisted} < {start})")
-                    log.info("GCS kept part of a chunk; resending the rest", key=self.key,
-                             persisted=persisted)
+                        raise StorageError(
+                            f"{doing}: GCS lost data it had acknowledged "
+                            f"(persisted {persisted} < {start})"
+                        )
+                    log.info(
+                        "GCS kept part of a chunk; resending the rest",
+                        key=self.key,
+                        persisted=persisted,
+                    )
                     pos = persisted
                     attempt += 1
                     if attempt > 100:
@@ -420,8 +443,12 @@ class GcsUpload:
             attempt += 1
             if attempt > self._sink._retries:
                 raise StorageError(f"{doing}: {problem}")
-            log.warning("GCS chunk failed, asking the session what it kept", key=self.key,
-                        problem=problem, attempt=attempt)
+            log.warning(
+                "GCS chunk failed, asking the session what it kept",
+                key=self.key,
+                problem=problem,
+                attempt=attempt,
+            )
             await sleep_backoff(attempt)
             pos = await self._query(start=start, end=end, total=total, doing=doing)
 
@@ -430,7 +457,9 @@ class GcsUpload:
         size = "*" if total is None else str(total)
         try:
             async with self._sink._session.put(
-                self.session_uri, data=b"", headers={"Content-Range": f"bytes */{size}"},
+                self.session_uri,
+                data=b"",
+                headers={"Content-Range": f"bytes */{size}"},
                 allow_redirects=False,
             ) as resp:
                 answer = _Answer(resp.status, resp.headers, await resp.read())
@@ -462,11 +491,17 @@ class GcsUpload:
         generation = str(resource.get("generation", ""))
         log.info("resumable upload completed", key=self.key, size=size, generation=generation)
         try:
-            await self._sink.set_metadata(key=self.key, generation=generation, metadata={
-                META_SHA256: sha256, META_SIZE: str(size)})
+            await self._sink.set_metadata(
+                key=self.key,
+                generation=generation,
+                metadata={META_SHA256: sha256, META_SIZE: str(size)},
+            )
         except StorageError as exc:
-            log.warning("could not record sha256/size as object metadata (the manifest has "
-                        "them)", key=self.key, error=exc.message)
+            log.warning(
+                "could not record sha256/size as object metadata (the manifest has them)",
+                key=self.key,
+                error=exc.message,
+            )
 
     async def abort(self) -> None:
         if self._finished:
@@ -484,20 +519,23 @@ class GcsUpload:
             if await self._sink.delete(key=self.key):
                 log.warning("removed a partial object left at the key", key=self.key)
         except StorageError as exc:
-            log.error("could not remove a possible partial object", key=self.key,
-                      error=exc.message)
+            log.error("could not remove a possible partial object", key=self.key, error=exc.message)
 
 
 async def cancel_session(sink: GcsSink, session_uri: str, *, key: str) -> None:
     """DELETE a resumable session (retried); never raises. GCS answers 499 to a cancelled
     session; 404/410 means it is already gone."""
     try:
-        answer = await sink.request("DELETE", session_uri, auth=False,
-                                    doing=f"cancelling the upload session of {key}")
+        answer = await sink.request(
+            "DELETE", session_uri, auth=False, doing=f"cancelling the upload session of {key}"
+        )
         log.info("resumable session cancelled", key=key, status=answer.status)
     except StorageError as exc:
-        log.error("could not cancel the resumable session (GCS discards it after a week)",
-                  key=key, error=exc.message)
+        log.error(
+            "could not cancel the resumable session (GCS discards it after a week)",
+            key=key,
+            error=exc.message,
+        )
 
 
 @asynccontextmanager
@@ -506,8 +544,10 @@ async def open_gcs(*, settings: StorageSettings) -> AsyncIterator[GcsSink]:
     assert isinstance(creds, GcsCredentials)
     token: Any | None = None
     if creds.kind == "emulator":
-        log.warning("GCS emulator mode (OBB_EMULATOR=true): requests carry no credentials",
-                    endpoint=settings.endpoint)
+        log.warning(
+            "GCS emulator mode (OBB_EMULATOR=true): requests carry no credentials",
+            endpoint=settings.endpoint,
+        )
     else:
         from gcloud.aio.auth import Token
 
@@ -519,18 +559,26 @@ async def open_gcs(*, settings: StorageSettings) -> AsyncIterator[GcsSink]:
             ) from None
     ctx = ssl_context(str(settings.cacert) if settings.cacert else None)
     timeout = aiohttp.ClientTimeout(
-        total=None, connect=settings.connect_timeout, sock_connect=settings.connect_timeout,
+        total=None,
+        connect=settings.connect_timeout,
+        sock_connect=settings.connect_timeout,
         sock_read=settings.read_timeout,
     )
     try:
         async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ctx), timeout=timeout, auto_decompress=False,
+            connector=aiohttp.TCPConnector(ssl=ctx),
+            timeout=timeout,
+            auto_decompress=False,
             trust_env=False,
         ) as session:
             sink = GcsSink(session=session, token=token, settings=settings)
             await sink.auth_headers()  # fail early on credentials
-            log.info("GCS client ready", bucket=settings.bucket,
-                     endpoint=settings.endpoint or DEFAULT_ROOT, credentials=creds.kind)
+            log.info(
+                "GCS client ready",
+                bucket=settings.bucket,
+                endpoint=settings.endpoint or DEFAULT_ROOT,
+                credentials=creds.kind,
+            )
             yield sink
     finally:
         if token is not None:

@@ -100,8 +100,7 @@ def _translate(exc: BaseException, *, doing: str, bucket: str) -> ExecutorError:
             )
         if code in _NOT_FOUND:
             return ObjectNotFound(f"{doing}: not found")
-        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId",
-                                     "SignatureDoesNotMatch"):
+        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return StorageError(f"{doing}: access denied by S3 ({code}: {message})")
         return StorageError(f"{doing}: S3 answered {code} (HTTP {status}): {message}")
     if isinstance(exc, SSLError):
@@ -134,11 +133,16 @@ class S3Upload(NumberedUpload[dict[str, Any]]):
     """One multipart upload (see module guarantees)."""
 
     def __init__(
-        self, *, client: Any, bucket: str, key: str, upload_id: str, part_size: int,
+        self,
+        *,
+        client: Any,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_size: int,
         concurrency: int,
     ) -> None:
-        super().__init__(key=key, part_size=part_size, concurrency=concurrency,
-                         max_parts=MAX_PARTS)
+        super().__init__(key=key, part_size=part_size, concurrency=concurrency, max_parts=MAX_PARTS)
         self.upload_id = upload_id
         self._client = client
         self._bucket = bucket
@@ -147,8 +151,13 @@ class S3Upload(NumberedUpload[dict[str, Any]]):
         checksum = await asyncio.to_thread(_sha256_b64, data)
         with _translated(f"uploading part {number} of {self.key}", bucket=self._bucket):
             resp = await self._client.upload_part(
-                Bucket=self._bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
-                Body=io.BytesIO(data), ContentLength=len(data), ChecksumSHA256=checksum,
+                Bucket=self._bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=io.BytesIO(data),
+                ContentLength=len(data),
+                ChecksumSHA256=checksum,
             )
         return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
 
@@ -156,21 +165,30 @@ class S3Upload(NumberedUpload[dict[str, Any]]):
         parts = await self._all_parts(size=size)
         with _translated(f"completing the upload of {self.key}", bucket=self._bucket):
             await self._client.complete_multipart_upload(
-                Bucket=self._bucket, Key=self.key, UploadId=self.upload_id,
+                Bucket=self._bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
                 MultipartUpload={"Parts": parts},
             )
         self._finished = True
         log.info("multipart upload completed", key=self.key, parts=len(parts), size=size)
         try:
             await self._client.put_object_tagging(
-                Bucket=self._bucket, Key=self.key,
-                Tagging={"TagSet": [{"Key": META_SHA256, "Value": sha256},
-                                    {"Key": META_SIZE, "Value": str(size)}]},
+                Bucket=self._bucket,
+                Key=self.key,
+                Tagging={
+                    "TagSet": [
+                        {"Key": META_SHA256, "Value": sha256},
+                        {"Key": META_SIZE, "Value": str(size)},
+                    ]
+                },
             )
         except _FOREIGN as exc:
-            log.warning("could not tag the snapshot with its sha256/size (the manifest has them)",
-                        key=self.key, error=str(_translate(exc, doing="tagging",
-                                                           bucket=self._bucket)))
+            log.warning(
+                "could not tag the snapshot with its sha256/size (the manifest has them)",
+                key=self.key,
+                error=str(_translate(exc, doing="tagging", bucket=self._bucket)),
+            )
 
     async def abort(self) -> None:
         if self._finished:
@@ -186,7 +204,8 @@ class S3Upload(NumberedUpload[dict[str, Any]]):
             log.error(
                 "could not abort the multipart upload: a lifecycle rule "
                 "(AbortIncompleteMultipartUpload) must clean it up",
-                key=self.key, upload_id=self.upload_id,
+                key=self.key,
+                upload_id=self.upload_id,
                 error=str(_translate(exc, doing="aborting", bucket=self._bucket)),
             )
 
@@ -205,26 +224,35 @@ class S3Sink:
     async def begin(self, *, key: str, metadata: Mapping[str, str]) -> S3Upload:
         with self._t(f"starting the upload of {key}"):
             resp = await self._client.create_multipart_upload(
-                Bucket=self._bucket, Key=key, ChecksumAlgorithm="SHA256",
-                ContentType="application/gzip", Metadata=dict(metadata),
+                Bucket=self._bucket,
+                Key=key,
+                ChecksumAlgorithm="SHA256",
+                ContentType="application/gzip",
+                Metadata=dict(metadata),
             )
         return S3Upload(
-            client=self._client, bucket=self._bucket, key=key, upload_id=resp["UploadId"],
-            part_size=self._settings.part_size, concurrency=self._settings.concurrency,
+            client=self._client,
+            bucket=self._bucket,
+            key=key,
+            upload_id=resp["UploadId"],
+            part_size=self._settings.part_size,
+            concurrency=self._settings.concurrency,
         )
 
     async def head(self, *, key: str) -> ObjectInfo:
         with self._t(f"looking up {key}"):
             resp = await self._client.head_object(Bucket=self._bucket, Key=key)
         return ObjectInfo(
-            key=key, size=int(resp["ContentLength"]), version=resp.get("ETag"),
+            key=key,
+            size=int(resp["ContentLength"]),
+            version=resp.get("ETag"),
             metadata=dict(resp.get("Metadata", {})),
         )
 
     @asynccontextmanager
-    async def get(self, *, key: str, version: str | None = None) -> AsyncIterator[
-        AsyncIterator[bytes]
-    ]:
+    async def get(
+        self, *, key: str, version: str | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         kwargs = {"IfMatch": version} if version else {}
         with self._t(f"reading {key}"):
             resp = await self._client.get_object(Bucket=self._bucket, Key=key, **kwargs)
@@ -264,8 +292,9 @@ class S3Sink:
         with self._t(f"listing {prefix}"):
             async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(key=item["Key"], size=int(item["Size"]),
-                                     version=item.get("ETag"))
+                    yield ObjectInfo(
+                        key=item["Key"], size=int(item["Size"]), version=item.get("ETag")
+                    )
 
     async def clean_abandoned(
         self, *, prefix: str, before: dt.datetime, result: CleanupResult
@@ -277,8 +306,9 @@ class S3Sink:
         with self._t(f"listing the unfinished uploads under {prefix}"):
             async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
                 for item in page.get("Uploads", []):
-                    if is_abandoned(key=item["Key"], started=item.get("Initiated"),
-                                    prefix=prefix, before=before):
+                    if is_abandoned(
+                        key=item["Key"], started=item.get("Initiated"), prefix=prefix, before=before
+                    ):
                         stale.append((item["Key"], item["UploadId"]))
         for key, upload_id in stale:
             try:
@@ -288,14 +318,19 @@ class S3Sink:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                     continue  # completed or aborted meanwhile
-                raise _translate(exc, doing=f"aborting the unfinished upload of {key}",
-                                 bucket=self._bucket) from None
+                raise _translate(
+                    exc, doing=f"aborting the unfinished upload of {key}", bucket=self._bucket
+                ) from None
             except _FOREIGN as exc:
-                raise _translate(exc, doing=f"aborting the unfinished upload of {key}",
-                                 bucket=self._bucket) from None
+                raise _translate(
+                    exc, doing=f"aborting the unfinished upload of {key}", bucket=self._bucket
+                ) from None
             result.removed.append(key)
-            log.info("aborted an unfinished multipart upload left by an earlier run", key=key,
-                     upload_id=upload_id)
+            log.info(
+                "aborted an unfinished multipart upload left by an earlier run",
+                key=key,
+                upload_id=upload_id,
+            )
 
 
 @asynccontextmanager
@@ -338,8 +373,13 @@ async def open_s3(*, settings: StorageSettings) -> AsyncIterator[S3Sink]:
         )
         client = await cm.__aenter__()
     try:
-        log.info("S3 client ready", bucket=settings.bucket, endpoint=settings.endpoint,
-                 credentials=creds.kind, path_style=settings.use_path_style)
+        log.info(
+            "S3 client ready",
+            bucket=settings.bucket,
+            endpoint=settings.endpoint,
+            credentials=creds.kind,
+            path_style=settings.use_path_style,
+        )
         yield S3Sink(client=client, settings=settings)
     finally:
         await cm.__aexit__(None, None, None)

@@ -74,8 +74,10 @@ async def bounded(n: int, limit: int, make: object) -> None:
 async def scrape(port: int) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
-        async with aiohttp.ClientSession() as s, s.get(
-                f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r,
+        ):
             text = await r.text()
     except (aiohttp.ClientError, TimeoutError):
         return out
@@ -88,8 +90,10 @@ async def scrape(port: int) -> dict[str, float]:
 
 async def ready(port: int) -> bool:
     try:
-        async with aiohttp.ClientSession() as s, s.get(
-                f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r,
+        ):
             return r.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
@@ -123,9 +127,15 @@ async def main() -> None:
             t0 = time.monotonic()
 
             async def create(i: int) -> None:
-                await c.api.create(path=OPENBAO_CLUSTER.path(namespace=ns), body={
-                    "apiVersion": OPENBAO_CLUSTER.api_version, "kind": OPENBAO_CLUSTER.kind,
-                    "metadata": {"name": f"b{i:05d}"}, "spec": {"address": "https://bao.bench.svc:8200"}})
+                await c.api.create(
+                    path=OPENBAO_CLUSTER.path(namespace=ns),
+                    body={
+                        "apiVersion": OPENBAO_CLUSTER.api_version,
+                        "kind": OPENBAO_CLUSTER.kind,
+                        "metadata": {"name": f"b{i:05d}"},
+                        "spec": {"address": "https://bao.bench.svc:8200"},
+                    },
+                )
 
             await bounded(n, 16, create)
             print(f"created {n} OpenBaoCluster objects in {time.monotonic() - t0:.2f}s")
@@ -134,20 +144,41 @@ async def main() -> None:
             log = (work / "controller.log").open("wb")
             started = time.monotonic()
             proc = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
-                [sys.executable, "-m", "controller", "--kubeconfig", str(cp.kubeconfig),
-                 "--lease-namespace", ns, "--bind-address", f"127.0.0.1:{port}",
-                 "--log-level", "warning", "--workers", "4", "--client-qps", "500",
-                 "--client-burst", "500"],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "controller",
+                    "--kubeconfig",
+                    str(cp.kubeconfig),
+                    "--lease-namespace",
+                    ns,
+                    "--bind-address",
+                    f"127.0.0.1:{port}",
+                    "--log-level",
+                    "warning",
+                    "--workers",
+                    "4",
+                    "--client-qps",
+                    "500",
+                    "--client-burst",
+                    "500",
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                start_new_session=True,
+            )
             pid = proc.pid
 
             async def is_ready() -> bool:
                 return await ready(port)
 
             t_ready = await wait_for(is_ready, timeout=120, what="/readyz")
-            key = ("controller_runtime_reconcile_total"
-                   f'{{controller="{CONTROLLER}",result="success"}}')
+            key = (
+                f'controller_runtime_reconcile_total{{controller="{CONTROLLER}",result="success"}}'
+            )
             mod = f'informer_events_total{{resource="{OPENBAO_CLUSTER.display}",type="MODIFIED"}}'
 
             async def reconciled(k: int) -> bool:
@@ -169,8 +200,10 @@ async def main() -> None:
             t1 = time.monotonic()
 
             async def patch(i: int) -> None:
-                await c.api.merge_patch(path=OPENBAO_CLUSTER.path(namespace=ns, name=f"b{i:05d}"),
-                                        body={"metadata": {"annotations": {"bench": "1"}}})
+                await c.api.merge_patch(
+                    path=OPENBAO_CLUSTER.path(namespace=ns, name=f"b{i:05d}"),
+                    body={"metadata": {"annotations": {"bench": "1"}}},
+                )
 
             written: list[float] = []
 
@@ -189,11 +222,15 @@ async def main() -> None:
             elapsed = time.monotonic() - t1
             cpu = sum(ps.cpu_times()[:2]) - cpu0
             rss2 = ps.memory_info().rss
-            print(f"{n} updates (16 concurrent PATCHes took {written[0]:.2f}s): all watched and "
-                  f"reconciled after {elapsed:.2f}s = {n / elapsed:.0f} events/s end to end, "
-                  f"lag behind the writer {elapsed - written[0]:.2f}s")
-            print(f"controller CPU for those {n} events: {cpu:.2f}s "
-                  f"(~{n / max(cpu, 1e-9):.0f} events per CPU-second, incl. its /metrics scrapes)")
+            print(
+                f"{n} updates (16 concurrent PATCHes took {written[0]:.2f}s): all watched and "
+                f"reconciled after {elapsed:.2f}s = {n / elapsed:.0f} events/s end to end, "
+                f"lag behind the writer {elapsed - written[0]:.2f}s"
+            )
+            print(
+                f"controller CPU for those {n} events: {cpu:.2f}s "
+                f"(~{n / max(cpu, 1e-9):.0f} events per CPU-second, incl. its /metrics scrapes)"
+            )
             print(f"controller RSS after updates: {rss2 / 2**20:.1f} MiB")
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=60)

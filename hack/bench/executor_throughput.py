@@ -59,7 +59,7 @@ from devenv.storage import (  # noqa: E402
 from executor.contract import parse_size  # noqa: E402
 from tests.executor.snapshots import write_big  # noqa: E402
 
-RAW_UPLOADER = r'''
+RAW_UPLOADER = r"""
 import asyncio, json, sys, time
 import aiohttp
 
@@ -137,7 +137,7 @@ async def main(url, target, endpoint, bucket, key, part_size, concurrency):
         print(json.dumps({"seconds": time.monotonic() - t0}))
 
 asyncio.run(main(*sys.argv[1:6], int(sys.argv[6]), int(sys.argv[7])))
-'''
+"""
 
 
 @dataclass
@@ -173,12 +173,14 @@ class FakeOpenBao:
             await self.runner.cleanup()
 
     async def leader(self, _: web.Request) -> web.Response:
-        return web.json_response({"ha_enabled": True, "is_self": True,
-                                  "leader_address": self.url, "active_time": "t0"})
+        return web.json_response(
+            {"ha_enabled": True, "is_self": True, "leader_address": self.url, "active_time": "t0"}
+        )
 
     async def health(self, _: web.Request) -> web.Response:
-        return web.json_response({"initialized": True, "sealed": False, "standby": False,
-                                  "version": "bench"})
+        return web.json_response(
+            {"initialized": True, "sealed": False, "standby": False, "version": "bench"}
+        )
 
     async def lookup(self, _: web.Request) -> web.Response:
         return web.json_response({"data": {}})
@@ -198,8 +200,7 @@ class FakeOpenBao:
         return resp
 
 
-async def run_child(argv: list[str], env: dict[str, str]
-                    ) -> tuple[int, str, str, float, float]:
+async def run_child(argv: list[str], env: dict[str, str]) -> tuple[int, str, str, float, float]:
     """Run a child; (exit code, stdout, stderr, peak RSS MiB, CPU seconds) of that child.
 
     ``os.wait4`` gives the rusage of exactly that child, so it is started with Popen (an
@@ -207,8 +208,9 @@ async def run_child(argv: list[str], env: dict[str, str]
     """
 
     def wait() -> tuple[int, str, str, float, float]:
-        proc = subprocess.Popen(argv, env=env, cwd=str(ROOT), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         assert proc.stdout is not None
         assert proc.stderr is not None
         # Drain pipes in threads so the child never blocks on a full pipe.
@@ -220,8 +222,10 @@ async def run_child(argv: list[str], env: dict[str, str]
             for line in iter(stream.readline, b""):
                 chunks[name].append(line)
 
-        threads = [threading.Thread(target=drain, args=("out", proc.stdout)),
-                   threading.Thread(target=drain, args=("err", proc.stderr))]
+        threads = [
+            threading.Thread(target=drain, args=("out", proc.stdout)),
+            threading.Thread(target=drain, args=("err", proc.stderr)),
+        ]
         for t in threads:
             t.start()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -229,8 +233,13 @@ async def run_child(argv: list[str], env: dict[str, str]
         for t in threads:
             t.join()
         out, err = b"".join(chunks["out"]), b"".join(chunks["err"])
-        return (proc.returncode, out.decode(), err.decode(), usage.ru_maxrss / 1024,
-                usage.ru_utime + usage.ru_stime)
+        return (
+            proc.returncode,
+            out.decode(),
+            err.decode(),
+            usage.ru_maxrss / 1024,
+            usage.ru_utime + usage.ru_stime,
+        )
 
     return await asyncio.to_thread(wait)
 
@@ -239,46 +248,91 @@ def _stamp(line: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(line["timestamp"]).timestamp()
 
 
-async def run_executor(target: str, bao: FakeOpenBao, storage: StorageServer, bucket: str,
-                       part_size: int, concurrency: int, work: Path) -> Result:
+async def run_executor(
+    target: str,
+    bao: FakeOpenBao,
+    storage: StorageServer,
+    bucket: str,
+    part_size: int,
+    concurrency: int,
+    work: Path,
+) -> Result:
     token = work / "token"
     token.write_text("s.bench-token")
     env = {
-        "PATH": os.environ.get("PATH", ""), "HOME": str(work),
-        "OBB_CLUSTER_NAMESPACE": "bench", "OBB_CLUSTER_NAME": "bao", "OBB_CLUSTER_UID": "u",
-        "OBB_OPENBAO_ADDR": bao.url, "OBB_AUTH_METHOD": "token",
-        "OBB_OPENBAO_TOKEN_FILE": str(token), "OBB_BUCKET": bucket,
-        "OBB_PART_SIZE": str(part_size), "OBB_CONCURRENCY": str(concurrency),
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(work),
+        "OBB_CLUSTER_NAMESPACE": "bench",
+        "OBB_CLUSTER_NAME": "bao",
+        "OBB_CLUSTER_UID": "u",
+        "OBB_OPENBAO_ADDR": bao.url,
+        "OBB_AUTH_METHOD": "token",
+        "OBB_OPENBAO_TOKEN_FILE": str(token),
+        "OBB_BUCKET": bucket,
+        "OBB_PART_SIZE": str(part_size),
+        "OBB_CONCURRENCY": str(concurrency),
         "OBB_TERMINATION_MESSAGE_PATH": str(work / "termination"),
     }
     if target == "s3":
-        env.update(OBB_PROVIDER="s3", OBB_ENDPOINT=storage.endpoint, OBB_REGION=MOTO_REGION,
-                   AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY)
+        env.update(
+            OBB_PROVIDER="s3",
+            OBB_ENDPOINT=storage.endpoint,
+            OBB_REGION=MOTO_REGION,
+            AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY,
+        )
     else:
-        env.update(OBB_PROVIDER="azure", OBB_ENDPOINT=storage.endpoint,
-                   OBB_AZURE_ACCOUNT=AZURITE_ACCOUNT, AZURE_STORAGE_KEY=AZURITE_KEY)
-    code, _, err, rss, cpu = await run_child([sys.executable, "-m", "executor", "backup"],
-                                             env)
+        env.update(
+            OBB_PROVIDER="azure",
+            OBB_ENDPOINT=storage.endpoint,
+            OBB_AZURE_ACCOUNT=AZURITE_ACCOUNT,
+            AZURE_STORAGE_KEY=AZURITE_KEY,
+        )
+    code, _, err, rss, cpu = await run_child([sys.executable, "-m", "executor", "backup"], env)
     lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
     start = next((_stamp(x) for x in lines if x["event"] == "snapshot stream started"), None)
-    end = next((_stamp(x) for x in lines if x["event"] in (
-        "multipart upload completed", "block blob committed")), None)
+    end = next(
+        (
+            _stamp(x)
+            for x in lines
+            if x["event"] in ("multipart upload completed", "block blob committed")
+        ),
+        None,
+    )
     if code != 0 or start is None or end is None:
         raise SystemExit(f"executor failed (exit {code}):\n{err[-3000:]}")
     return Result(seconds=end - start, peak_rss_mib=rss, cpu_seconds=cpu)
 
 
-async def run_raw(target: str, bao: FakeOpenBao, storage: StorageServer, bucket: str,
-                  part_size: int, concurrency: int) -> Result:
-    endpoint = (storage.endpoint if target == "s3"
-                else azurite_connection_string(storage.endpoint))
-    argv = [sys.executable, "-c", RAW_UPLOADER, f"{bao.url}/v1/sys/storage/raft/snapshot",
-            target, endpoint, bucket, "raw/object.snap", str(part_size), str(concurrency)]
+async def run_raw(
+    target: str,
+    bao: FakeOpenBao,
+    storage: StorageServer,
+    bucket: str,
+    part_size: int,
+    concurrency: int,
+) -> Result:
+    endpoint = storage.endpoint if target == "s3" else azurite_connection_string(storage.endpoint)
+    argv = [
+        sys.executable,
+        "-c",
+        RAW_UPLOADER,
+        f"{bao.url}/v1/sys/storage/raft/snapshot",
+        target,
+        endpoint,
+        bucket,
+        "raw/object.snap",
+        str(part_size),
+        str(concurrency),
+    ]
     code, out, err, rss, cpu = await run_child(argv, dict(os.environ))
     if code != 0:
         raise SystemExit(f"raw uploader failed (exit {code}):\n{err[-3000:]}")
-    return Result(seconds=json.loads(out.strip().splitlines()[-1])["seconds"],
-                  peak_rss_mib=rss, cpu_seconds=cpu)
+    return Result(
+        seconds=json.loads(out.strip().splitlines()[-1])["seconds"],
+        peak_rss_mib=rss,
+        cpu_seconds=cpu,
+    )
 
 
 def reset(target: str, storage: StorageServer, bucket: str) -> None:
@@ -287,9 +341,13 @@ def reset(target: str, storage: StorageServer, bucket: str) -> None:
         urllib.request.urlopen(req, timeout=60).close()
         import boto3
 
-        boto3.client("s3", endpoint_url=storage.endpoint, region_name=MOTO_REGION,
-                     aws_access_key_id=MOTO_ACCESS_KEY,
-                     aws_secret_access_key=MOTO_SECRET_KEY).create_bucket(Bucket=bucket)
+        boto3.client(
+            "s3",
+            endpoint_url=storage.endpoint,
+            region_name=MOTO_REGION,
+            aws_access_key_id=MOTO_ACCESS_KEY,
+            aws_secret_access_key=MOTO_SECRET_KEY,
+        ).create_bucket(Bucket=bucket)
     else:
         from azure.storage.blob import BlobServiceClient
 
@@ -319,14 +377,19 @@ async def main() -> None:
             # back (it stops at ~12.6 GB), moto keeps garbage after a reset.
             for srv in servers.values():
                 srv.stop()
-            servers = {t: (start_moto(work) if t == "s3" else start_azurite(work))
-                       for t in args.targets.split(",")}
+            servers = {
+                t: (start_moto(work) if t == "s3" else start_azurite(work))
+                for t in args.targets.split(",")
+            }
             state = parse_size(size_text)
             archive = work / f"snapshot-{size_text}.snap"
             t = time.monotonic()
             sha, size = write_big(archive, state_size=state)
-            print(f"# archive {size_text}: {size} bytes, sha256 {sha[:16]}..., "
-                  f"written in {time.monotonic() - t:.1f}s", flush=True)
+            print(
+                f"# archive {size_text}: {size} bytes, sha256 {sha[:16]}..., "
+                f"written in {time.monotonic() - t:.1f}s",
+                flush=True,
+            )
             bao = await FakeOpenBao(archive).start()
             try:
                 for target, storage in servers.items():
@@ -336,18 +399,22 @@ async def main() -> None:
                             storage = servers[target] = start_azurite(work)
                         bucket = f"bench-{size_text.lower()}-{run}"
                         reset(target, storage, bucket)
-                        raw = await run_raw(target, bao, storage, bucket, part_size,
-                                            args.concurrency)
+                        raw = await run_raw(
+                            target, bao, storage, bucket, part_size, args.concurrency
+                        )
                         reset(target, storage, bucket)
-                        ex = await run_executor(target, bao, storage, bucket, part_size,
-                                                args.concurrency, work)
+                        ex = await run_executor(
+                            target, bao, storage, bucket, part_size, args.concurrency, work
+                        )
                         reset(target, storage, bucket)
                         mb = size / 1e6
-                        row = (f"{target:5} {size_text:>6} | raw {mb / raw.seconds:6.1f} MB/s "
-                               f"rss {raw.peak_rss_mib:4.0f} MiB cpu {raw.cpu_seconds:5.1f}s "
-                               f"| executor {mb / ex.seconds:6.1f} MB/s rss "
-                               f"{ex.peak_rss_mib:4.0f} MiB cpu {ex.cpu_seconds:5.1f}s "
-                               f"| ratio {raw.seconds / ex.seconds:4.2f}x")
+                        row = (
+                            f"{target:5} {size_text:>6} | raw {mb / raw.seconds:6.1f} MB/s "
+                            f"rss {raw.peak_rss_mib:4.0f} MiB cpu {raw.cpu_seconds:5.1f}s "
+                            f"| executor {mb / ex.seconds:6.1f} MB/s rss "
+                            f"{ex.peak_rss_mib:4.0f} MiB cpu {ex.cpu_seconds:5.1f}s "
+                            f"| ratio {raw.seconds / ex.seconds:4.2f}x"
+                        )
                         print(row, flush=True)
                         rows.append(row)
             finally:
@@ -358,8 +425,10 @@ async def main() -> None:
             srv.stop()
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n# part size {args.part_size}, concurrency {args.concurrency}; "
-          "MB/s = archive bytes / (first byte .. upload complete); rss = peak of the child")
+    print(
+        f"\n# part size {args.part_size}, concurrency {args.concurrency}; "
+        "MB/s = archive bytes / (first byte .. upload complete); rss = peak of the child"
+    )
     for row in rows:
         print(row)
 

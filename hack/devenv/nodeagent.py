@@ -130,7 +130,10 @@ class NodeAgent:
 
     def __post_init__(self) -> None:
         self._ctx = AgentContext(
-            self.kube, self.node_name, self.workdir, self.max_grace,
+            self.kube,
+            self.node_name,
+            self.workdir,
+            self.max_grace,
             service_env(self.kube.auth.server),
         )
         self._node = LocalNode(self.kube, self.node_name)
@@ -145,9 +148,12 @@ class NodeAgent:
 
     async def _bind(self, pod: Obj) -> None:
         meta = pod["metadata"]
-        body = {"apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
+        }
         try:
             await self.kube.request(
                 "POST", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", body
@@ -219,8 +225,9 @@ class NodeAgent:
         try:
             await self.on_event(etype, pod)
         except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("pod %s/%s: %s", pod["metadata"].get("namespace"),
-                        pod["metadata"].get("name"), exc)
+            log.warning(
+                "pod %s/%s: %s", pod["metadata"].get("namespace"), pod["metadata"].get("name"), exc
+            )
 
     async def watch_loop(self) -> None:
         backoff = 0.8
@@ -229,11 +236,15 @@ class NodeAgent:
                 rv = await self._relist()
                 healthy_since = time.monotonic()
                 while True:
-                    params = {"labelSelector": self.selector, "resourceVersion": rv,
-                              "allowWatchBookmarks": "true"}
+                    params = {
+                        "labelSelector": self.selector,
+                        "resourceVersion": rv,
+                        "allowWatchBookmarks": "true",
+                    }
                     try:
-                        async for ev in self.kube.watch("/api/v1/pods", params,
-                                                        server_timeout=random.randint(240, 360)):
+                        async for ev in self.kube.watch(
+                            "/api/v1/pods", params, server_timeout=random.randint(240, 360)
+                        ):
                             rv = str(ev["object"]["metadata"].get("resourceVersion") or rv)
                             if ev["type"] != "BOOKMARK":
                                 await self._safe_event(ev["type"], ev["object"])
@@ -269,8 +280,10 @@ class NodeAgent:
             if stop.is_set():
                 return
             delay = min(delay * 2, 5.0)
-        background = [asyncio.create_task(self._node.heartbeat_loop(self.heartbeat)),
-                      asyncio.create_task(self.watch_loop())]
+        background = [
+            asyncio.create_task(self._node.heartbeat_loop(self.heartbeat)),
+            asyncio.create_task(self.watch_loop()),
+        ]
         await stop.wait()
         log.info("stopping: %d running pod(s)", len(self.runners))
         for task in background:
@@ -293,8 +306,14 @@ async def _amain(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     kube = KubeClient(load_kubeconfig(Path(args.kubeconfig)))
-    agent = NodeAgent(kube, args.node_name, args.workdir, args.label_selector,
-                      max_grace=args.max_grace, heartbeat=args.heartbeat)
+    agent = NodeAgent(
+        kube,
+        args.node_name,
+        args.workdir,
+        args.label_selector,
+        max_grace=args.max_grace,
+        heartbeat=args.heartbeat,
+    )
     try:
         await agent.run(stop)
     finally:
@@ -308,14 +327,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-name", required=True)
     parser.add_argument("--workdir")
     parser.add_argument("--label-selector", default=f"{LOCAL_NODE_LABEL}=true")
-    parser.add_argument("--max-grace", type=float, default=5.0,
-                        help="cap on terminationGracePeriodSeconds when stopping a container")
+    parser.add_argument(
+        "--max-grace",
+        type=float,
+        default=5.0,
+        help="cap on terminationGracePeriodSeconds when stopping a container",
+    )
     parser.add_argument("--heartbeat", type=float, default=10.0)
     args = parser.parse_args(argv)
     default_workdir = Path(tempfile.gettempdir()) / f"devenv-nodeagent-{args.node_name}"
     args.workdir = Path(args.workdir or default_workdir).resolve()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return asyncio.run(_amain(args))
 
 
@@ -348,9 +374,21 @@ class NodeAgentProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(HACK_DIR), env.get("PYTHONPATH", "")) if p
         )
-        argv = [sys.executable, "-m", "devenv.nodeagent", "--kubeconfig", str(self.kubeconfig),
-                "--node-name", self.node_name, "--workdir", str(self.workdir),
-                "--label-selector", self.label_selector, "--max-grace", str(self.max_grace)]
+        argv = [
+            sys.executable,
+            "-m",
+            "devenv.nodeagent",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--node-name",
+            self.node_name,
+            "--workdir",
+            str(self.workdir),
+            "--label-selector",
+            self.label_selector,
+            "--max-grace",
+            str(self.max_grace),
+        ]
         self.server = Server("node-agent", argv, self.log_path, env=env).start()
         auth = load_kubeconfig(self.kubeconfig)
         pid = str(self.server.pid)

@@ -147,7 +147,11 @@ class PodRunner:
             helpers.append(asyncio.create_task(self._deadline(float(deadline))))
         try:
             setup = PodSetup(
-                self.ctx.kube, self.pod, self.ctx.node_name, self.pod_dir, self.ctx.workdir,
+                self.ctx.kube,
+                self.pod,
+                self.ctx.node_name,
+                self.pod_dir,
+                self.ctx.workdir,
                 self.ctx.service_env,
             )
             plans = await self._prepare(setup)
@@ -229,8 +233,13 @@ class PodRunner:
             argv = launcher_argv(plan)
             with plan.log_path.open("ab") as out:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=plan.env, cwd=plan.cwd, start_new_session=True,
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=plan.env,
+                    cwd=plan.cwd,
+                    start_new_session=True,
                 )
         except OSError as exc:
             self._terminated(plan.name, 128, "StartError", str(exc), started, None)
@@ -240,7 +249,8 @@ class PodRunner:
         self._procs[plan.name] = proc
         log.info("pod %s: container %s running (pid %d)", self.key, plan.name, proc.pid)
         self._states[plan.name] = {
-            "running": {"startedAt": started}, "containerID": f"devenv://{proc.pid}",
+            "running": {"startedAt": started},
+            "containerID": f"devenv://{proc.pid}",
         }
         if not init:
             self._phase = "Running"
@@ -343,8 +353,9 @@ class PodRunner:
         mains = self._spec_list("containers")
         inits = self._spec_list("initContainers")
         terminal = self._phase in TERMINAL
-        ready = self._phase == "Running" and all("running" in self._states.get(c["name"], {})
-                                                 for c in mains)
+        ready = self._phase == "Running" and all(
+            "running" in self._states.get(c["name"], {}) for c in mains
+        )
         not_ready = "PodCompleted" if terminal else "ContainersNotReady"
         status: Obj = {
             "phase": self._phase,
@@ -355,8 +366,11 @@ class PodRunner:
             "startTime": self._start_time,
             "conditions": [
                 self._cond("PodReadyToStartContainers", self._prepared),
-                self._cond("Initialized", self._initialized,
-                           "" if self._initialized else "ContainersNotInitialized"),
+                self._cond(
+                    "Initialized",
+                    self._initialized,
+                    "" if self._initialized else "ContainersNotInitialized",
+                ),
                 self._cond("Ready", ready, "" if ready else not_ready),
                 self._cond("ContainersReady", ready, "" if ready else not_ready),
                 self._cond("PodScheduled", True),
@@ -379,7 +393,8 @@ class PodRunner:
             path = f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status"
             await _retrying(
                 lambda: self.ctx.kube.request("PATCH", path, body, content_type=SMP),
-                what=f"pod {self.key}: status update", attempts=None if final else 2,
+                what=f"pod {self.key}: status update",
+                attempts=None if final else 2,
                 on_404=lambda: self.request_stop("Deleted"),
             )
 
@@ -421,12 +436,18 @@ async def force_delete(kube: KubeClient, pod: Obj) -> None:
     """What the kubelet does once a deleted pod's containers are gone: delete it with grace 0."""
     meta = pod["metadata"]
     body: Obj = {
-        "apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "gracePeriodSeconds": 0,
         "preconditions": {"uid": meta["uid"]},
     }
     path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
-    await _retrying(lambda: kube.request("DELETE", path, body), what=f"pod {pod_key(pod)}: delete",
-                    attempts=None, ok_statuses=(404, 409))
+    await _retrying(
+        lambda: kube.request("DELETE", path, body),
+        what=f"pod {pod_key(pod)}: delete",
+        attempts=None,
+        ok_statuses=(404, 409),
+    )
     log.info("pod %s: deleted (grace 0)", pod_key(pod))
 
 

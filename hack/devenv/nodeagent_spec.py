@@ -224,9 +224,7 @@ class PodSetup:
                 kinds = sorted(set(vol) - {"name"})
                 raise ConfigError(f"volume {name}: {kinds} not supported", permanent=True)
 
-    async def _project(
-        self, dest: Path, kind: str, name: str, src: Obj, mode: int | None
-    ) -> None:
+    async def _project(self, dest: Path, kind: str, name: str, src: Obj, mode: int | None) -> None:
         default_mode = 0o644 if mode is None else int(mode)
         optional = bool(src.get("optional"))
         data = await self._source(kind, name, optional)
@@ -289,7 +287,10 @@ class PodSetup:
                 "audiences": [tok.audience] if tok.audience else [],
                 "expirationSeconds": tok.expiration,
                 "boundObjectRef": {
-                    "apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"],
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
                 },
             },
         }

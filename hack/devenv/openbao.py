@@ -109,8 +109,11 @@ class OpenBao:
 
     def setup_backup_policy(self) -> str:
         """A policy that may take snapshots (and nothing else); returns its name."""
-        self.api("PUT", "sys/policies/acl/openbao-backup", {
-            "policy": 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }'})
+        self.api(
+            "PUT",
+            "sys/policies/acl/openbao-backup",
+            {"policy": 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }'},
+        )
         return "openbao-backup"
 
     def setup_jwt_auth(self, *, mount: str, public_key_pem: str, issuer: str) -> None:
@@ -118,14 +121,24 @@ class OpenBao:
         status, _ = self.request("GET", f"sys/auth/{mount}")
         if status != 200:
             self.api("POST", f"sys/auth/{mount}", {"type": "jwt"})
-        self.api("POST", f"auth/{mount}/config",
-                 {"jwt_validation_pubkeys": [public_key_pem], "bound_issuer": issuer})
+        self.api(
+            "POST",
+            f"auth/{mount}/config",
+            {"jwt_validation_pubkeys": [public_key_pem], "bound_issuer": issuer},
+        )
 
     def setup_restore_policy(self) -> str:
         """A policy that may take and restore snapshots, force included (docs/restore.md)."""
-        self.api("PUT", "sys/policies/acl/openbao-restore", {"policy": (
-            'path "sys/storage/raft/snapshot" { capabilities = ["read", "update"] }\n'
-            'path "sys/storage/raft/snapshot-force" { capabilities = ["update"] }')})
+        self.api(
+            "PUT",
+            "sys/policies/acl/openbao-restore",
+            {
+                "policy": (
+                    'path "sys/storage/raft/snapshot" { capabilities = ["read", "update"] }\n'
+                    'path "sys/storage/raft/snapshot-force" { capabilities = ["update"] }'
+                )
+            },
+        )
         return "openbao-restore"
 
     def ensure_kv_mount(self, mount: str = "secret", *, version: int = 2) -> None:
@@ -137,15 +150,20 @@ class OpenBao:
             info = info.get("data") or info
             have = str((info.get("options") or {}).get("version") or "1")
             if info.get("type") != "kv" or have != str(version):
-                raise ServerError(f"{mount}/ is mounted as {info.get('type')} v{have}, "
-                                  f"not kv v{version}")
+                raise ServerError(
+                    f"{mount}/ is mounted as {info.get('type')} v{have}, not kv v{version}"
+                )
         else:
-            self.api("POST", f"sys/mounts/{mount}",
-                     {"type": "kv", "options": {"version": str(version)}})
+            self.api(
+                "POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": str(version)}}
+            )
         if version == 2:
             # KV v2 upgrades its storage asynchronously after mounting; wait until it serves.
-            self.server.wait_until(lambda: self.request("GET", f"{mount}/config")[0] == 200,
-                                   timeout=20, what=f"kv-v2 at {mount}/ ready")
+            self.server.wait_until(
+                lambda: self.request("GET", f"{mount}/config")[0] == 200,
+                timeout=20,
+                what=f"kv-v2 at {mount}/ ready",
+            )
 
     def setup_marker_policy(self, *, name: str, marker_path: str) -> str:
         """A policy ``name`` that may take snapshots and write and read the freshness marker
@@ -153,9 +171,16 @@ class OpenBao:
 
         The backup writes the marker (create/update); a restore drill logs in to the restored
         copy with the same role and reads it back (read)."""
-        self.api("PUT", f"sys/policies/acl/{name}", {"policy": (
-            'path "sys/storage/raft/snapshot" { capabilities = ["read"] }\n'
-            f'path "{marker_path}" {{ capabilities = ["create", "update", "read"] }}')})
+        self.api(
+            "PUT",
+            f"sys/policies/acl/{name}",
+            {
+                "policy": (
+                    'path "sys/storage/raft/snapshot" { capabilities = ["read"] }\n'
+                    f'path "{marker_path}" {{ capabilities = ["create", "update", "read"] }}'
+                )
+            },
+        )
         return name
 
     def jwt_role(
@@ -163,9 +188,18 @@ class OpenBao:
     ) -> None:
         """A JWT role for ``subject``; its policy is ``policy``, default the backup policy."""
         policy = policy or self.setup_backup_policy()
-        self.api("POST", f"auth/{mount}/role/{role}", {
-            "role_type": "jwt", "user_claim": "sub", "bound_subject": subject,
-            "bound_audiences": [audience], "token_policies": [policy], "token_ttl": "10m"})
+        self.api(
+            "POST",
+            f"auth/{mount}/role/{role}",
+            {
+                "role_type": "jwt",
+                "user_claim": "sub",
+                "bound_subject": subject,
+                "bound_audiences": [audience],
+                "token_policies": [policy],
+                "token_ttl": "10m",
+            },
+        )
 
 
 def start_openbao(workdir: Path, *, name: str = "openbao", kv: bool = True) -> OpenBao:
@@ -253,11 +287,18 @@ class OpenBaoCluster:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env.update({"BAO_ADDR": node.addr, "BAO_TOKEN": self.root_token})
-        out = subprocess.run([str(bao_binary()), "operator", "step-down"], env=env,
-                             capture_output=True, timeout=60, check=False)
+        out = subprocess.run(
+            [str(bao_binary()), "operator", "step-down"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         if out.returncode != 0:
-            raise ServerError(f"bao operator step-down at {node.addr} failed: "
-                              f"{out.stderr.decode(errors='replace')[-500:]}")
+            raise ServerError(
+                f"bao operator step-down at {node.addr} failed: "
+                f"{out.stderr.decode(errors='replace')[-500:]}"
+            )
 
     def voters(self) -> list[str]:
         """node_ids of the Raft voters, as the active node reports them."""
@@ -293,7 +334,8 @@ def start_openbao_cluster(
             addr = f"http://127.0.0.1:{port}"
             joins = "".join(
                 f'  retry_join {{\n    leader_api_addr = "http://127.0.0.1:{p}"\n  }}\n'
-                for j, (p, _) in enumerate(ports) if j != i
+                for j, (p, _) in enumerate(ports)
+                if j != i
             )
             config = home / "config.hcl"
             config.write_text(
@@ -315,16 +357,20 @@ ui = false
 log_level = "warn"
 """
             )
-            srv = Server(node_id, [str(bao_binary()), "server", f"-config={config}"],
-                         home / "bao.log", env=env)
+            srv = Server(
+                node_id,
+                [str(bao_binary()), "server", f"-config={config}"],
+                home / "bao.log",
+                env=env,
+            )
             srv.start()
             nodes.append(OpenBao(server=srv, addr=addr, data_dir=data))
         for node in nodes:
-            node.server.wait_until(functools.partial(_answers_health, node), timeout=30,
-                                   what="sys/health")
+            node.server.wait_until(
+                functools.partial(_answers_health, node), timeout=30, what="sys/health"
+            )
         first = nodes[0]
-        init = first.api("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1},
-                         token="")
+        init = first.api("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, token="")
         cluster.unseal_key = (init.get("keys_base64") or init["keys"])[0]
         cluster.root_token = init["root_token"]
         for node in nodes:
@@ -332,21 +378,26 @@ log_level = "warn"
         first.unseal()
         # New servers are promoted to voters after autopilot's stabilization time (10 s by
         # default): shorten it so a step-down can elect another node soon.
-        first.api("POST", "sys/storage/raft/autopilot/configuration",
-                  {"server_stabilization_time": "1s"})
+        first.api(
+            "POST", "sys/storage/raft/autopilot/configuration", {"server_stabilization_time": "1s"}
+        )
         for node in nodes[1:]:
             # A joining node takes the unseal key once its retry_join reached the leader;
             # before that the key is not accepted yet, so retry.
-            node.server.wait_until(functools.partial(_unseal_follower, node), timeout=60,
-                                   what="joined and unsealed")
-        first.server.wait_until(lambda: len(cluster.voters()) == size, timeout=60,
-                                what=f"{size} Raft voters")
+            node.server.wait_until(
+                functools.partial(_unseal_follower, node), timeout=60, what="joined and unsealed"
+            )
+        first.server.wait_until(
+            lambda: len(cluster.voters()) == size, timeout=60, what=f"{size} Raft voters"
+        )
         if kv:
             leader = cluster.active()
             leader.api("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}})
             leader.server.wait_until(
-                lambda: leader.request("GET", "secret/config")[0] == 200, timeout=20,
-                what="kv-v2 ready")
+                lambda: leader.request("GET", "secret/config")[0] == 200,
+                timeout=20,
+                what="kv-v2 ready",
+            )
     except BaseException:
         cluster.stop()
         raise
@@ -441,9 +492,7 @@ log_level = "warn"
         srv.wait_until(
             lambda: bao.health().get("_status") in (501, 503, 200), timeout=30, what="sys/health"
         )
-        init = bao.api(
-            "PUT", "sys/init", {"recovery_shares": 1, "recovery_threshold": 1}, token=""
-        )
+        init = bao.api("PUT", "sys/init", {"recovery_shares": 1, "recovery_threshold": 1}, token="")
         recovery = init.get("recovery_keys_base64") or init.get("recovery_keys") or []
         bao.extra["recovery_key"] = recovery[0] if recovery else ""
         bao.root_token = init["root_token"]

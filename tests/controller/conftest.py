@@ -20,8 +20,11 @@ from controller.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-NEEDED_KINDS = {"openbaoclusters": "OpenBaoCluster", "openbaobackups": "OpenBaoBackup",
-                "openbaorestores": "OpenBaoRestore"}
+NEEDED_KINDS = {
+    "openbaoclusters": "OpenBaoCluster",
+    "openbaobackups": "OpenBaoBackup",
+    "openbaorestores": "OpenBaoRestore",
+}
 
 
 def settings_for(cp: ControlPlane, **overrides: Any) -> Settings:
@@ -53,8 +56,13 @@ async def apply_crd(c: KubeClients, body: dict[str, Any]) -> None:
         await c.api.create(path=CRD_PATH, body=body)
     except errors.AlreadyExists:
         current = await c.api.get(path=f"{CRD_PATH}/{name}")
-        body = {**body, "metadata": {**body["metadata"],
-                                     "resourceVersion": current["metadata"]["resourceVersion"]}}
+        body = {
+            **body,
+            "metadata": {
+                **body["metadata"],
+                "resourceVersion": current["metadata"]["resourceVersion"],
+            },
+        }
         await c.api.replace(path=f"{CRD_PATH}/{name}", body=body)
     await wait_established(c, name)
 
@@ -62,18 +70,32 @@ async def apply_crd(c: KubeClients, body: dict[str, Any]) -> None:
 def loose_crd(*, group: str, plural: str, kind: str) -> dict[str, Any]:
     """A minimal CRD accepting any spec/status (for tests of the runtime, not the schema)."""
     return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{group}"},
         "spec": {
-            "group": group, "scope": "Namespaced",
-            "names": {"plural": plural, "singular": kind.lower(), "kind": kind,
-                      "listKind": f"{kind}List"},
-            "versions": [{
-                "name": "v1alpha1", "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {
-                    "type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }],
+            "group": group,
+            "scope": "Namespaced",
+            "names": {
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "listKind": f"{kind}List",
+            },
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
         },
     }
 
@@ -108,8 +130,7 @@ async def backup_crds(control_plane: ControlPlane) -> None:
                     present.add(doc["spec"]["names"]["plural"])
         for plural, kind in NEEDED_KINDS.items():
             if plural not in present:
-                await apply_crd(c, loose_crd(group="backup.openbao.org", plural=plural,
-                                             kind=kind))
+                await apply_crd(c, loose_crd(group="backup.openbao.org", plural=plural, kind=kind))
     finally:
         await c.close()
 

@@ -25,7 +25,10 @@ async def until(
 
 
 async def until_async(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, what: str = "condition",
+    predicate: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 30.0,
+    what: str = "condition",
     interval: float = 0.1,
 ) -> None:
     deadline = time.monotonic() + timeout

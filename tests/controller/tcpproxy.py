@@ -51,8 +51,11 @@ class StallingProxy:
             writer.close()
             return
         conn.writers = [writer, up_writer]
-        await asyncio.gather(self._pump(reader, up_writer, conn),
-                             self._pump(up_reader, writer, conn), return_exceptions=True)
+        await asyncio.gather(
+            self._pump(reader, up_writer, conn),
+            self._pump(up_reader, writer, conn),
+            return_exceptions=True,
+        )
         for w in conn.writers:
             with contextlib.suppress(Exception):
                 w.close()

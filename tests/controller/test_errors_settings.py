@@ -15,7 +15,8 @@ from controller.settings import Settings, parse
 def api_exc(status: int, reason: str = "", headers: dict[str, str] | None = None) -> ApiException:
     exc = ApiException(status=status, reason="x")
     exc.body = json.dumps(
-        {"kind": "Status", "reason": reason, "message": "m", "code": status}).encode()
+        {"kind": "Status", "reason": reason, "message": "m", "code": status}
+    ).encode()
     exc.headers = headers  # type: ignore[assignment]
     return exc
 
@@ -77,16 +78,33 @@ def test_settings_defaults_are_valid() -> None:
 
 
 def test_settings_flags_beat_env_beat_defaults() -> None:
-    env = {"OPENBAO_BACKUP_WORKERS": "3", "OPENBAO_BACKUP_NAMESPACES": "a,b",
-           "KUBECONFIG": "/tmp/kc", "POD_NAMESPACE": "ops", "OPENBAO_BACKUP_LEADER_ELECT": "0"}
+    env = {
+        "OPENBAO_BACKUP_WORKERS": "3",
+        "OPENBAO_BACKUP_NAMESPACES": "a,b",
+        "KUBECONFIG": "/tmp/kc",
+        "POD_NAMESPACE": "ops",
+        "OPENBAO_BACKUP_LEADER_ELECT": "0",
+    }
     s = parse([], env=env)
     assert s.workers == 3
     assert s.namespaces == ("a", "b")
     assert s.kubeconfig == Path("/tmp/kc")
     assert s.lease_namespace == "ops"
     assert not s.leader_elect
-    s = parse(["--workers", "5", "--namespace", "x", "--namespace", "y,x",
-               "--leader-elect", "--log-format", "console"], env=env)
+    s = parse(
+        [
+            "--workers",
+            "5",
+            "--namespace",
+            "x",
+            "--namespace",
+            "y,x",
+            "--leader-elect",
+            "--log-format",
+            "console",
+        ],
+        env=env,
+    )
     assert s.workers == 5
     assert s.namespaces == ("x", "y")
     assert s.leader_elect

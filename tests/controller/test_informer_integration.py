@@ -66,20 +66,30 @@ class Recorder:
         self.log.append(("delete", key, self._rv(obj)))
 
 
-async def server_state(api: KubeApi, resource: Resource, namespace: str,
-                       selector: str | None = None) -> dict[str, str]:
+async def server_state(
+    api: KubeApi, resource: Resource, namespace: str, selector: str | None = None
+) -> dict[str, str]:
     query = [("labelSelector", selector)] if selector else []
-    listing = await api.request(method="GET", path=resource.path(namespace=namespace),
-                                query=query)
+    listing = await api.request(method="GET", path=resource.path(namespace=namespace), query=query)
     return {key_of(o): str(o["metadata"]["resourceVersion"]) for o in listing["items"]}
 
 
-async def converged(rec: Recorder, informer: Informer, api: KubeApi, resource: Resource,
-                    namespace: str, selector: str | None = None, timeout: float = 30) -> None:
+async def converged(
+    rec: Recorder,
+    informer: Informer,
+    api: KubeApi,
+    resource: Resource,
+    namespace: str,
+    selector: str | None = None,
+    timeout: float = 30,
+) -> None:
     async def same() -> bool:
         server = await server_state(api, resource, namespace, selector)
-        cache = {k: str(o["metadata"]["resourceVersion"]) for k in informer.cache.keys()  # noqa: SIM118 - a Store, not a dict
-                 if (o := informer.cache.get(k)) is not None}
+        cache = {
+            k: str(o["metadata"]["resourceVersion"])
+            for k in informer.cache.keys()  # noqa: SIM118 - a Store, not a dict
+            if (o := informer.cache.get(k)) is not None
+        }
         return rec.state == server == cache
 
     await until_async(same, timeout=timeout, what="informer == recorder == server")
@@ -87,8 +97,12 @@ async def converged(rec: Recorder, informer: Informer, api: KubeApi, resource: R
 
 
 def widget(res: Resource, name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": res.api_version, "kind": res.kind, "metadata": {"name": name},
-            "spec": dict(spec)}
+    return {
+        "apiVersion": res.api_version,
+        "kind": res.kind,
+        "metadata": {"name": name},
+        "spec": dict(spec),
+    }
 
 
 @asynccontextmanager
@@ -113,11 +127,14 @@ async def test_informer_sees_custom_resource_crud(
         assert rec.log[0][:2] == ("add", f"{ns}/pre")
         created = await api.create(path=res.path(namespace=ns), body=widget(res, "w1", size=1))
         await until(lambda: f"{ns}/w1" in rec.state, what="add of w1")
-        patched = await api.merge_patch(path=res.path(namespace=ns, name="w1"),
-                                        body={"spec": {"size": 2}})
+        patched = await api.merge_patch(
+            path=res.path(namespace=ns, name="w1"), body={"spec": {"size": 2}}
+        )
         assert patched["metadata"]["resourceVersion"] != created["metadata"]["resourceVersion"]
-        await until(lambda: rec.state.get(f"{ns}/w1") == patched["metadata"]["resourceVersion"],
-                    what="update of w1")
+        await until(
+            lambda: rec.state.get(f"{ns}/w1") == patched["metadata"]["resourceVersion"],
+            what="update of w1",
+        )
         cached = informer.cache.get(f"{ns}/w1")
         assert cached is not None
         assert cached["spec"]["size"] == 2
@@ -136,24 +153,40 @@ async def test_informer_sees_job_crud_with_label_selector(
     def job(name: str, labelled: bool) -> dict[str, Any]:
         labels = {"app.kubernetes.io/managed-by": "openbao-backup"} if labelled else {}
         return {
-            "apiVersion": "batch/v1", "kind": "Job",
+            "apiVersion": "batch/v1",
+            "kind": "Job",
             "metadata": {"name": name, "labels": labels},
-            "spec": {"backoffLimit": 0, "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+                    }
+                },
+            },
         }
 
-    informer = Informer(api=clients.watch, resource=JOB, namespaces=[ns],
-                        label_selector=MANAGED_BY_SELECTOR, options=FAST)
+    informer = Informer(
+        api=clients.watch,
+        resource=JOB,
+        namespaces=[ns],
+        label_selector=MANAGED_BY_SELECTOR,
+        options=FAST,
+    )
     rec = Recorder(informer)
     async with running(informer):
         await api.create(path=JOB.path(namespace=ns), body=job("ours", True))
         await api.create(path=JOB.path(namespace=ns), body=job("theirs", False))
         await until(lambda: f"{ns}/ours" in rec.state, what="add of the labelled Job")
-        await api.merge_patch(path=JOB.path(namespace=ns, name="ours"),
-                              body={"metadata": {"annotations": {"touched": "yes"}}})
-        await until(lambda: any(e[0] == "update" and e[1] == f"{ns}/ours" for e in rec.log),
-                    what="update of the Job")
+        await api.merge_patch(
+            path=JOB.path(namespace=ns, name="ours"),
+            body={"metadata": {"annotations": {"touched": "yes"}}},
+        )
+        await until(
+            lambda: any(e[0] == "update" and e[1] == f"{ns}/ours" for e in rec.log),
+            what="update of the Job",
+        )
         await api.delete(path=JOB.path(namespace=ns, name="ours"))
         await until(lambda: f"{ns}/ours" not in rec.state, what="delete of the Job")
         await converged(rec, informer, api, JOB, ns, MANAGED_BY_SELECTOR)
@@ -163,8 +196,9 @@ async def test_informer_sees_job_crud_with_label_selector(
 class RewindOnce:
     """Delegates to a KubeApi; runs ``before`` and rewinds the first watch to a stale RV."""
 
-    def __init__(self, api: KubeApi, *, stale_rv: str,
-                 before: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, api: KubeApi, *, stale_rv: str, before: Callable[[], Awaitable[None]]
+    ) -> None:
         self._api = api
         self._stale = stale_rv
         self._before: Callable[[], Awaitable[None]] | None = before
@@ -174,8 +208,9 @@ class RewindOnce:
         return await self._api.request(**kwargs)
 
     @asynccontextmanager
-    async def stream(self, *, path: str, query: Sequence[tuple[str, str]],
-                     timeout: aiohttp.ClientTimeout) -> AsyncIterator[AsyncIterator[Any]]:
+    async def stream(
+        self, *, path: str, query: Sequence[tuple[str, str]], timeout: aiohttp.ClientTimeout
+    ) -> AsyncIterator[AsyncIterator[Any]]:
         q = list(query)
         if self._before is not None:
             before, self._before = self._before, None
@@ -201,12 +236,12 @@ async def test_forced_410_relists_and_emits_deletes(
 
     # The CRD's watch cache starts at the CRD's creation: "1" predates it, so it is expired.
     rewinding = RewindOnce(clients.watch, stale_rv="1", before=missed_changes)
-    informer = Informer(api=cast(KubeApi, rewinding), resource=res, namespaces=[ns],
-                        options=FAST)
+    informer = Informer(api=cast(KubeApi, rewinding), resource=res, namespaces=[ns], options=FAST)
     rec = Recorder(informer)
     async with running(informer):
-        await until(lambda: informer.stats[0].lists["gone"] >= 1, timeout=20,
-                    what="a 410 and a relist")
+        await until(
+            lambda: informer.stats[0].lists["gone"] >= 1, timeout=20, what="a 410 and a relist"
+        )
         assert rewinding.rewound_from != ""
         await converged(rec, informer, api, res, ns)
         assert ("delete", f"{ns}/b") in [(e[0], e[1]) for e in rec.log]
@@ -244,15 +279,17 @@ async def test_stalled_connection_is_detected_and_rewatched(
     res, ns = widget_crd.resource, test_namespace
     settings = settings_for(control_plane)
     cfg = await load_configuration(settings)
-    proxy = await StallingProxy(target_host="127.0.0.1",
-                                target_port=control_plane.api_port).start()
+    proxy = await StallingProxy(target_host="127.0.0.1", target_port=control_plane.api_port).start()
     proxied = copy.copy(cfg)
     proxied.host = f"https://127.0.0.1:{proxy.port}"
     via_proxy = clients_from_configurations(settings, watch_cfg=proxied, api_cfg=cfg)
     inactivity = 2.0
-    informer = Informer(api=via_proxy.watch, resource=res, namespaces=[ns],
-                        options=WatchOptions(inactivity_timeout=inactivity, backoff_initial=0.2,
-                                             backoff_max=2.0))
+    informer = Informer(
+        api=via_proxy.watch,
+        resource=res,
+        namespaces=[ns],
+        options=WatchOptions(inactivity_timeout=inactivity, backoff_initial=0.2, backoff_max=2.0),
+    )
     rec = Recorder(informer)
     api = via_proxy.api  # direct, not through the proxy
     await api.create(path=res.path(namespace=ns), body=widget(res, "beat", n=0))
@@ -272,13 +309,19 @@ async def test_stalled_connection_is_detected_and_rewatched(
             assert informer.stats[0].restarts["stalled"] == 0
             assert proxy.stall() >= 1
             stalled_at = time.monotonic()
-            await until(lambda: informer.stats[0].restarts["stalled"] >= 1,
-                        timeout=inactivity + 5, what="the watchdog")
+            await until(
+                lambda: informer.stats[0].restarts["stalled"] >= 1,
+                timeout=inactivity + 5,
+                what="the watchdog",
+            )
             detected_after = time.monotonic() - stalled_at
             assert detected_after <= inactivity + 1.5
             await api.create(path=res.path(namespace=ns), body=widget(res, "after-stall"))
-            await until(lambda: f"{ns}/after-stall" in rec.state, timeout=10,
-                        what="events after the re-watch")
+            await until(
+                lambda: f"{ns}/after-stall" in rec.state,
+                timeout=10,
+                what="events after the re-watch",
+            )
             assert informer.stats[0].lists["initial"] == 1
             assert informer.stats[0].lists["gone"] == 0  # resumed from the last RV, no relist
             stop.set()

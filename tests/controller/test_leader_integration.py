@@ -52,9 +52,12 @@ class Proc:
 
     async def metric(self, name: str) -> float | None:
         try:
-            async with aiohttp.ClientSession() as s, s.get(
-                f"http://127.0.0.1:{self.port}/metrics", timeout=aiohttp.ClientTimeout(total=2)
-            ) as r:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(
+                    f"http://127.0.0.1:{self.port}/metrics", timeout=aiohttp.ClientTimeout(total=2)
+                ) as r,
+            ):
                 text = await r.text()
         except aiohttp.ClientError:
             return None
@@ -68,39 +71,78 @@ def _ts(line: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
 
 
-def start(cp: ControlPlane, *, identity: str, namespace: str, lease: str,
-          tmp: Path) -> Proc:
+def start(cp: ControlPlane, *, identity: str, namespace: str, lease: str, tmp: Path) -> Proc:
     port = free_port()
     log = tmp / f"{identity}.log"
     argv = [
-        sys.executable, "-m", "controller",
-        "--kubeconfig", str(cp.kubeconfig), "--namespace", namespace,
-        "--lease-namespace", namespace, "--lease-name", lease, "--identity", identity,
-        "--lease-duration", str(DURATION), "--renew-deadline", str(RENEW),
-        "--retry-period", str(RETRY), "--bind-address", f"127.0.0.1:{port}",
-        "--log-format", "json", "--log-level", "debug", "--workers", "2",
-        "--drain-timeout", "5",
+        sys.executable,
+        "-m",
+        "controller",
+        "--kubeconfig",
+        str(cp.kubeconfig),
+        "--namespace",
+        namespace,
+        "--lease-namespace",
+        namespace,
+        "--lease-name",
+        lease,
+        "--identity",
+        identity,
+        "--lease-duration",
+        str(DURATION),
+        "--renew-deadline",
+        str(RENEW),
+        "--retry-period",
+        str(RETRY),
+        "--bind-address",
+        f"127.0.0.1:{port}",
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "--workers",
+        "2",
+        "--drain-timeout",
+        "5",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as fh:
-        popen = subprocess.Popen(argv, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     return Proc(identity=identity, port=port, log=log, popen=popen)
 
 
 async def test_one_leader_failover_without_overlap_and_clean_release(
-    control_plane: ControlPlane, backup_crds: None, clients: KubeClients,
-    test_namespace: str, tmp_path: Path,
+    control_plane: ControlPlane,
+    backup_crds: None,
+    clients: KubeClients,
+    test_namespace: str,
+    tmp_path: Path,
 ) -> None:
     ns, api = test_namespace, clients.api
     lease_name = f"lock-{uuid.uuid4().hex[:6]}"
     lease_path = LEASE.path(namespace=ns, name=lease_name)
     for i in range(3):
-        await api.create(path=OPENBAO_BACKUP.path(namespace=ns), body={
-            "apiVersion": OPENBAO_BACKUP.api_version, "kind": OPENBAO_BACKUP.kind,
-            "metadata": {"name": f"b{i}"}, "spec": {"cluster": "c"}})
-    procs = {name: start(control_plane, identity=name, namespace=ns, lease=lease_name,
-                         tmp=tmp_path) for name in ("ctl-a", "ctl-b")}
+        await api.create(
+            path=OPENBAO_BACKUP.path(namespace=ns),
+            body={
+                "apiVersion": OPENBAO_BACKUP.api_version,
+                "kind": OPENBAO_BACKUP.kind,
+                "metadata": {"name": f"b{i}"},
+                "spec": {"cluster": "c"},
+            },
+        )
+    procs = {
+        name: start(control_plane, identity=name, namespace=ns, lease=lease_name, tmp=tmp_path)
+        for name in ("ctl-a", "ctl-b")
+    }
     stop_beat = asyncio.Event()
 
     async def heartbeat() -> None:
@@ -108,12 +150,15 @@ async def test_one_leader_failover_without_overlap_and_clean_release(
         n = 0
         while not stop_beat.is_set():
             n += 1
-            await api.merge_patch(path=OPENBAO_BACKUP.path(namespace=ns, name="b0"),
-                                  body={"metadata": {"annotations": {"beat": str(n)}}})
+            await api.merge_patch(
+                path=OPENBAO_BACKUP.path(namespace=ns, name="b0"),
+                body={"metadata": {"annotations": {"beat": str(n)}}},
+            )
             await asyncio.sleep(0.2)
 
     beat = asyncio.create_task(heartbeat())
     try:
+
         async def one_leads() -> bool:
             return sum(len(p.events("started leading")) for p in procs.values()) >= 1
 
@@ -134,8 +179,10 @@ async def test_one_leader_failover_without_overlap_and_clean_release(
 
         async def standby_ready() -> bool:
             try:
-                async with aiohttp.ClientSession() as s, s.get(
-                        f"http://127.0.0.1:{standby.port}/readyz") as r:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.get(f"http://127.0.0.1:{standby.port}/readyz") as r,
+                ):
                     return r.status == 200
             except aiohttp.ClientError:
                 return False
@@ -188,30 +235,44 @@ async def test_one_leader_failover_without_overlap_and_clean_release(
 
 
 async def test_paused_leader_does_not_reconcile_on_waking_and_exits_1(
-    control_plane: ControlPlane, backup_crds: None, clients: KubeClients,
-    test_namespace: str, tmp_path: Path,
+    control_plane: ControlPlane,
+    backup_crds: None,
+    clients: KubeClients,
+    test_namespace: str,
+    tmp_path: Path,
 ) -> None:
     """SIGSTOP the leader past the lease duration (a frozen VM, a long GC pause): the standby
     takes over; when the old leader wakes it must not reconcile anything and must exit 1."""
     ns, api = test_namespace, clients.api
     lease_name = f"lock-{uuid.uuid4().hex[:6]}"
-    await api.create(path=OPENBAO_BACKUP.path(namespace=ns), body={
-        "apiVersion": OPENBAO_BACKUP.api_version, "kind": OPENBAO_BACKUP.kind,
-        "metadata": {"name": "b0"}, "spec": {"cluster": "c"}})
-    procs = {name: start(control_plane, identity=name, namespace=ns, lease=lease_name,
-                         tmp=tmp_path) for name in ("ctl-p", "ctl-q")}
+    await api.create(
+        path=OPENBAO_BACKUP.path(namespace=ns),
+        body={
+            "apiVersion": OPENBAO_BACKUP.api_version,
+            "kind": OPENBAO_BACKUP.kind,
+            "metadata": {"name": "b0"},
+            "spec": {"cluster": "c"},
+        },
+    )
+    procs = {
+        name: start(control_plane, identity=name, namespace=ns, lease=lease_name, tmp=tmp_path)
+        for name in ("ctl-p", "ctl-q")
+    }
     stop_beat = asyncio.Event()
 
     async def heartbeat() -> None:
         n = 0
         while not stop_beat.is_set():
             n += 1
-            await api.merge_patch(path=OPENBAO_BACKUP.path(namespace=ns, name="b0"),
-                                  body={"metadata": {"annotations": {"beat": str(n)}}})
+            await api.merge_patch(
+                path=OPENBAO_BACKUP.path(namespace=ns, name="b0"),
+                body={"metadata": {"annotations": {"beat": str(n)}}},
+            )
             await asyncio.sleep(0.2)
 
     beat = asyncio.create_task(heartbeat())
     try:
+
         async def some_leader_reconciles() -> bool:
             return any(len(p.events("reconciled")) >= 5 for p in procs.values())
 
@@ -247,9 +308,16 @@ async def test_paused_leader_does_not_reconcile_on_waking_and_exits_1(
 
 async def test_bad_configuration_exits_2(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controller", "--lease-duration", "1", cwd=ROOT,
+        sys.executable,
+        "-m",
+        "controller",
+        "--lease-duration",
+        "1",
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert b"leader election" in err

@@ -31,18 +31,21 @@ T0 = datetime(2030, 1, 2, 3, 4, 5, 600, tzinfo=UTC)
 
 
 def rec(holder: str = OTHER, duration: int = 15, transitions: int = 3) -> LeaseRecord:
-    return LeaseRecord(holder=holder, duration=duration, acquire_time=T0, renew_time=T0,
-                       transitions=transitions)
+    return LeaseRecord(
+        holder=holder, duration=duration, acquire_time=T0, renew_time=T0, transitions=transitions
+    )
 
 
 # -- MicroTime -----------------------------------------------------------------------------
+
 
 def test_microtime_format_is_exact() -> None:
     assert format_microtime(T0) == "2030-01-02T03:04:05.000600Z"
     assert format_microtime(datetime(2030, 1, 1, tzinfo=UTC)) == "2030-01-01T00:00:00.000000Z"
     plus2 = timezone(timedelta(hours=2))
     assert format_microtime(datetime(2030, 1, 1, 2, tzinfo=plus2)) == (
-        "2030-01-01T00:00:00.000000Z")
+        "2030-01-01T00:00:00.000000Z"
+    )
     with pytest.raises(ValueError, match="naive"):
         format_microtime(datetime(2030, 1, 1))
 
@@ -57,15 +60,20 @@ def test_microtime_parse_round_trip() -> None:
 def test_record_spec_round_trip() -> None:
     r = rec()
     spec = r.to_spec()
-    assert spec == {"holderIdentity": OTHER, "leaseDurationSeconds": 15, "leaseTransitions": 3,
-                    "acquireTime": "2030-01-02T03:04:05.000600Z",
-                    "renewTime": "2030-01-02T03:04:05.000600Z"}
+    assert spec == {
+        "holderIdentity": OTHER,
+        "leaseDurationSeconds": 15,
+        "leaseTransitions": 3,
+        "acquireTime": "2030-01-02T03:04:05.000600Z",
+        "renewTime": "2030-01-02T03:04:05.000600Z",
+    }
     assert LeaseRecord.from_spec(spec) == r
     assert LeaseRecord.from_spec(None) == LeaseRecord()
     assert isinstance(spec["leaseDurationSeconds"], int)
 
 
 # -- observation and expiry ----------------------------------------------------------------
+
 
 def test_first_sight_counts_as_now() -> None:
     obs = observe(None, rec(), now=100.0)
@@ -83,9 +91,18 @@ def test_unchanged_record_keeps_its_observation_time() -> None:
 
 def test_any_change_restarts_the_clock() -> None:
     first = observe(None, rec(), now=100.0)
-    for changed in (rec(holder="x"), rec(duration=20), rec(transitions=4),
-                    LeaseRecord(holder=OTHER, duration=15, acquire_time=T0,
-                                renew_time=T0 + timedelta(seconds=1), transitions=3)):
+    for changed in (
+        rec(holder="x"),
+        rec(duration=20),
+        rec(transitions=4),
+        LeaseRecord(
+            holder=OTHER,
+            duration=15,
+            acquire_time=T0,
+            renew_time=T0 + timedelta(seconds=1),
+            transitions=3,
+        ),
+    ):
         obs = observe(first, changed, now=110.0)
         assert obs.observed_at == 110.0
         assert not is_expired(obs, now=124.0)
@@ -100,16 +117,21 @@ def test_remote_timestamps_do_not_matter() -> None:
 
 # -- the decision table, exhaustively ------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("exists", "holder", "age", "expected"),
     [
         (exists, holder, age, expected)
         for exists, holder, age in itertools.product(
-            (False, True), ("", ME, OTHER), (0.0, 14.999, 15.0, 1000.0))
+            (False, True), ("", ME, OTHER), (0.0, 14.999, 15.0, 1000.0)
+        )
         for expected in [
-            Decision.CREATE if not exists
-            else Decision.RENEW if holder == ME
-            else Decision.ACQUIRE if holder == "" or age >= 15.0
+            Decision.CREATE
+            if not exists
+            else Decision.RENEW
+            if holder == ME
+            else Decision.ACQUIRE
+            if holder == "" or age >= 15.0
             else Decision.WAIT
         ]
     ],
@@ -126,10 +148,10 @@ def test_zero_duration_record_is_expired_at_once() -> None:
 
 # -- records we write ----------------------------------------------------------------------
 
+
 def test_create_starts_at_zero_transitions() -> None:
     r = next_record(None, identity=ME, duration=15.0, now=T0)
-    assert r == LeaseRecord(holder=ME, duration=15, acquire_time=T0, renew_time=T0,
-                            transitions=0)
+    assert r == LeaseRecord(holder=ME, duration=15, acquire_time=T0, renew_time=T0, transitions=0)
 
 
 @pytest.mark.parametrize("previous", ["", OTHER])
@@ -143,17 +165,22 @@ def test_renewing_keeps_acquire_time_and_transitions() -> None:
     now = T0 + timedelta(seconds=2)
     r = next_record(rec(holder=ME, transitions=7), identity=ME, duration=15.4, now=now)
     assert (r.holder, r.transitions, r.acquire_time, r.renew_time, r.duration) == (
-        ME, 7, T0, now, 15)
+        ME,
+        7,
+        T0,
+        now,
+        15,
+    )
 
 
 def test_release_record() -> None:
     now = T0 + timedelta(seconds=5)
     r = release_record(rec(holder=ME, transitions=7), now=now)
-    assert r == LeaseRecord(holder="", duration=1, acquire_time=now, renew_time=now,
-                            transitions=7)
+    assert r == LeaseRecord(holder="", duration=1, acquire_time=now, renew_time=now, transitions=7)
 
 
 # -- the elector against an in-memory API server (compare-and-swap semantics) ---------------
+
 
 class FakeLeaseApi:
     """One Lease, with resourceVersion checks like the API server; can be made to fail."""
@@ -183,8 +210,10 @@ class FakeLeaseApi:
             async def replace(self, *, path: str, body: dict[str, Any]) -> dict[str, Any]:
                 api.check(identity)
                 assert api.lease is not None
-                if body["metadata"].get("resourceVersion") != api.lease["metadata"][
-                        "resourceVersion"]:
+                if (
+                    body["metadata"].get("resourceVersion")
+                    != api.lease["metadata"]["resourceVersion"]
+                ):
                     raise errors.Conflict("conflict", status=409, reason="Conflict")
                 return api.store(body)
 
@@ -207,12 +236,16 @@ class FakeLeaseApi:
         return str(self.lease["spec"]["holderIdentity"]) if self.lease else ""
 
 
-def elector(api: FakeLeaseApi, identity: str, clock: FakeClock,
-            events: list[str]) -> LeaderElector:
+def elector(api: FakeLeaseApi, identity: str, clock: FakeClock, events: list[str]) -> LeaderElector:
     return LeaderElector(
-        api=api.for_identity(identity), namespace="ns", name="lock", identity=identity,
-        clock=clock, on_started_leading=lambda: events.append(f"{identity}:start"),
-        on_stopped_leading=lambda: events.append(f"{identity}:stop"))
+        api=api.for_identity(identity),
+        namespace="ns",
+        name="lock",
+        identity=identity,
+        clock=clock,
+        on_started_leading=lambda: events.append(f"{identity}:start"),
+        on_stopped_leading=lambda: events.append(f"{identity}:stop"),
+    )
 
 
 async def advance(clock: FakeClock, seconds: float, step: float = 0.25) -> None:
@@ -286,8 +319,14 @@ async def test_elector_stops_when_another_holder_appears() -> None:
 
 async def test_elector_rejects_bad_timings() -> None:
     with pytest.raises(errors.ConfigError):
-        LeaderElector(api=FakeLeaseApi().for_identity("x"), namespace="n", name="l",
-                      identity="x", lease_duration=10, renew_deadline=10)
+        LeaderElector(
+            api=FakeLeaseApi().for_identity("x"),
+            namespace="n",
+            name="l",
+            identity="x",
+            lease_duration=10,
+            renew_deadline=10,
+        )
 
 
 async def test_holds_lease_now_goes_stale_without_the_renew_loop_running() -> None:

@@ -35,8 +35,9 @@ class ScriptedApi:
         self.watch_queries: list[list[tuple[str, str]]] = []
         self.hold = asyncio.Event()  # a watch script ending in "hold" blocks until set
 
-    async def request(self, *, method: str, path: str,
-                      query: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    async def request(
+        self, *, method: str, path: str, query: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
         self.list_queries.append(list(query))
         nxt = self.lists.pop(0)
         if isinstance(nxt, BaseException):
@@ -45,8 +46,9 @@ class ScriptedApi:
         return {"metadata": {"resourceVersion": rv}, "items": [dict(i) for i in items]}
 
     @asynccontextmanager
-    async def stream(self, *, path: str, query: Sequence[tuple[str, str]],
-                     timeout: aiohttp.ClientTimeout) -> AsyncIterator[AsyncIterator[Any]]:
+    async def stream(
+        self, *, path: str, query: Sequence[tuple[str, str]], timeout: aiohttp.ClientTimeout
+    ) -> AsyncIterator[AsyncIterator[Any]]:
         self.watch_queries.append(list(query))
         script = self.watches.pop(0) if self.watches else ["hold"]
 
@@ -63,16 +65,22 @@ class ScriptedApi:
 
 
 def make(api: ScriptedApi, clock: FakeClock) -> tuple[Informer, list[str]]:
-    inf = Informer(api=cast(KubeApi, api), resource=THING, clock=clock,
-                   options=WatchOptions(min_watch_duration=1.0))
+    inf = Informer(
+        api=cast(KubeApi, api),
+        resource=THING,
+        clock=clock,
+        options=WatchOptions(min_watch_duration=1.0),
+    )
     seen: list[str] = []
 
     def name(o: JSONObject) -> str:
         return str(o["metadata"]["name"]) + "@" + str(o["metadata"]["resourceVersion"])
 
-    inf.add_handlers(on_add=lambda o: seen.append("add " + name(o)),
-                     on_update=lambda old, new: seen.append("update " + name(new)),
-                     on_delete=lambda o: seen.append("delete " + name(o)))
+    inf.add_handlers(
+        on_add=lambda o: seen.append("add " + name(o)),
+        on_update=lambda old, new: seen.append("update " + name(new)),
+        on_delete=lambda o: seen.append("delete " + name(o)),
+    )
     return inf, seen
 
 
@@ -83,13 +91,15 @@ def rv_of(query: list[tuple[str, str]]) -> str:
 async def test_list_then_watch_from_list_rv_and_events_update_store() -> None:
     api, clock = ScriptedApi(), FakeClock()
     api.lists.append(([thing("a", "5")], "10"))
-    api.watches.append([
-        {"type": "ADDED", "object": thing("b", "11")},
-        {"type": "MODIFIED", "object": thing("a", "12")},
-        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}},
-        {"type": "DELETED", "object": thing("b", "16")},
-        "hold",
-    ])
+    api.watches.append(
+        [
+            {"type": "ADDED", "object": thing("b", "11")},
+            {"type": "MODIFIED", "object": thing("a", "12")},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}},
+            {"type": "DELETED", "object": thing("b", "16")},
+            "hold",
+        ]
+    )
     inf, seen = make(api, clock)
     task = asyncio.create_task(inf.run())
     await until(lambda: len(seen) == 4)
@@ -110,14 +120,21 @@ async def test_list_then_watch_from_list_rv_and_events_update_store() -> None:
 async def test_gone_relists_and_emits_deletes_for_vanished_keys() -> None:
     api, clock = ScriptedApi(), FakeClock()
     api.lists.append(([thing("a", "1"), thing("b", "2"), thing("c", "3")], "3"))
-    api.watches.append([{"type": "ERROR", "object": {"kind": "Status", "code": 410,
-                                                     "reason": "Expired"}}])
+    api.watches.append(
+        [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}]
+    )
     api.lists.append(([thing("a", "1"), thing("c", "9"), thing("d", "8")], "9"))
     inf, seen = make(api, clock)
     task = asyncio.create_task(inf.run())
     await until(lambda: len(api.watch_queries) == 2)
-    assert seen == ["add a@1", "add b@2", "add c@3",  # initial list
-                    "update c@9", "add d@8", "delete b@2"]  # relist diff; a unchanged
+    assert seen == [
+        "add a@1",
+        "add b@2",
+        "add c@3",  # initial list
+        "update c@9",
+        "add d@8",
+        "delete b@2",
+    ]  # relist diff; a unchanged
     assert rv_of(api.watch_queries[1]) == "9"
     stats = inf.stats[0]
     assert stats.lists["gone"] == 1
@@ -142,8 +159,9 @@ async def test_normal_close_rewatches_from_last_rv_without_backoff() -> None:
 async def test_stall_rewatches_at_once_from_last_rv() -> None:
     api, clock = ScriptedApi(), FakeClock()
     api.lists.append(([], "1"))
-    api.watches.append([{"type": "ADDED", "object": thing("a", "4")},
-                        errors.Timeout("read timeout")])
+    api.watches.append(
+        [{"type": "ADDED", "object": thing("a", "4")}, errors.Timeout("read timeout")]
+    )
     inf, _ = make(api, clock)
     task = asyncio.create_task(inf.run())
     await until(lambda: len(api.watch_queries) == 2)
@@ -191,8 +209,9 @@ async def test_paginated_list_and_expired_continue_token() -> None:
         {"metadata": {"resourceVersion": "7"}, "items": [thing("a", "1"), thing("b", "2")]},
     ]
 
-    async def request(*, method: str, path: str,
-                      query: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    async def request(
+        *, method: str, path: str, query: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
         api.list_queries.append(list(query))
         nxt = pages.pop(0)
         if isinstance(nxt, BaseException):
@@ -220,8 +239,9 @@ async def test_handler_errors_are_contained_and_resync_replays_from_cache() -> N
     def bad(_o: JSONObject) -> None:
         raise RuntimeError("handler bug")
 
-    inf.add_handlers(on_add=bad, on_update=lambda old, new: updates.append(
-        str(new["metadata"]["name"])))
+    inf.add_handlers(
+        on_add=bad, on_update=lambda old, new: updates.append(str(new["metadata"]["name"]))
+    )
     task = asyncio.create_task(inf.run())
     await until(inf.has_synced)
     await asyncio.wait_for(inf.wait_synced(), 1)

@@ -51,9 +51,14 @@ def make(workers: int = 2, timeout: float = 5.0) -> tuple[Runner, Scripted, Fake
     clock = FakeClock()
     rec = Scripted()
     name = f"test-{uuid.uuid4().hex[:8]}"
-    runner = Runner(name=name, reconciler=rec, workers=workers, reconcile_timeout=timeout,
-                    clock=clock,
-                    rate_limiter=ItemExponentialFailureRateLimiter(base_delay=1, max_delay=60))
+    runner = Runner(
+        name=name,
+        reconciler=rec,
+        workers=workers,
+        reconcile_timeout=timeout,
+        clock=clock,
+        rate_limiter=ItemExponentialFailureRateLimiter(base_delay=1, max_delay=60),
+    )
     return runner, rec, clock, name
 
 
@@ -65,11 +70,14 @@ def sample(metric: str, **labels: str) -> float:
 async def test_series_are_precreated_at_zero() -> None:
     _, _, _, name = make()
     for result in ("success", "error", "requeue", "requeue_after"):
-        assert REGISTRY.get_sample_value(
-            "controller_runtime_reconcile_total", {"controller": name, "result": result}) == 0
+        assert (
+            REGISTRY.get_sample_value(
+                "controller_runtime_reconcile_total", {"controller": name, "result": result}
+            )
+            == 0
+        )
     assert REGISTRY.get_sample_value("workqueue_depth", {"name": name}) == 0
-    assert REGISTRY.get_sample_value("controller_runtime_active_workers",
-                                     {"controller": name}) == 0
+    assert REGISTRY.get_sample_value("controller_runtime_active_workers", {"controller": name}) == 0
 
 
 async def test_success_forgets_and_counts() -> None:
@@ -80,8 +88,12 @@ async def test_success_forgets_and_counts() -> None:
     assert rec.calls["ns/a"] == 1
     assert rec.context == {"controller": name, "namespace": "ns", "name": "a"}
     assert sample("controller_runtime_reconcile_total", controller=name, result="success") == 1
-    assert REGISTRY.get_sample_value("controller_runtime_reconcile_time_seconds_count",
-                                     {"controller": name}) == 1
+    assert (
+        REGISTRY.get_sample_value(
+            "controller_runtime_reconcile_time_seconds_count", {"controller": name}
+        )
+        == 1
+    )
 
 
 async def test_requeue_after_readds_after_the_delay() -> None:
@@ -94,8 +106,9 @@ async def test_requeue_after_readds_after_the_delay() -> None:
     assert len(runner.queue) == 0
     clock.step(1)
     assert len(runner.queue) == 1
-    assert sample("controller_runtime_reconcile_total", controller=name,
-                  result="requeue_after") == 1
+    assert (
+        sample("controller_runtime_reconcile_total", controller=name, result="requeue_after") == 1
+    )
 
 
 async def test_requeue_true_is_rate_limited() -> None:
@@ -221,8 +234,9 @@ async def test_gate_closed_means_no_reconcile() -> None:
     clock = FakeClock()
     rec = Scripted()
     open_ = False
-    runner = Runner(name=f"test-{uuid.uuid4().hex[:8]}", reconciler=rec, clock=clock,
-                    gate=lambda: open_)
+    runner = Runner(
+        name=f"test-{uuid.uuid4().hex[:8]}", reconciler=rec, clock=clock, gate=lambda: open_
+    )
     await runner.process("ns/a")
     assert rec.calls["ns/a"] == 0
     assert runner.queue.num_requeues("ns/a") == 1

@@ -17,8 +17,12 @@ from controller.cache.store import (
 
 
 def obj(name: str, ns: str | None = "ns", rv: str = "1", **labels: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "resourceVersion": rv, "labels": dict(labels),
-                            "managedFields": [{"manager": "kubectl"}]}
+    meta: dict[str, Any] = {
+        "name": name,
+        "resourceVersion": rv,
+        "labels": dict(labels),
+        "managedFields": [{"manager": "kubectl"}],
+    }
     if ns is not None:
         meta["namespace"] = ns
     return {"apiVersion": "v1", "kind": "Thing", "metadata": meta, "spec": {"items": [1, 2]}}

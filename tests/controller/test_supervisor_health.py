@@ -67,8 +67,12 @@ async def test_supervisor_lets_finished_tasks_be() -> None:
 
 async def test_health_endpoints() -> None:
     ready = False
-    srv = HealthServer(host="127.0.0.1", port=0, liveness={"ok": lambda: True},
-                       readiness={"informers": lambda: ready})
+    srv = HealthServer(
+        host="127.0.0.1",
+        port=0,
+        liveness={"ok": lambda: True},
+        readiness={"informers": lambda: ready},
+    )
     await srv.start()
     try:
         base = f"http://127.0.0.1:{srv.bound_port}"

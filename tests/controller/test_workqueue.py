@@ -46,8 +46,11 @@ def make(clock: FakeClock | None = None) -> tuple[WorkQueue[str], FakeClock, Rec
     clock = clock or FakeClock()
     metrics = RecordingMetrics()
     q: WorkQueue[str] = WorkQueue(
-        name="t", clock=clock, metrics=metrics,
-        rate_limiter=ItemExponentialFailureRateLimiter(base_delay=1.0, max_delay=8.0))
+        name="t",
+        clock=clock,
+        metrics=metrics,
+        rate_limiter=ItemExponentialFailureRateLimiter(base_delay=1.0, max_delay=8.0),
+    )
     return q, clock, metrics
 
 

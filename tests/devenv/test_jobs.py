@@ -100,7 +100,8 @@ class Cluster:
     async def job_pod(self, name: str) -> Obj:
         async def probe() -> Obj | None:
             pods = await self.kube.request(
-                "GET", f"/api/v1/namespaces/{self.ns}/pods",
+                "GET",
+                f"/api/v1/namespaces/{self.ns}/pods",
                 params={"labelSelector": f"batch.kubernetes.io/job-name={name}"},
             )
             items: list[Obj] = pods.get("items") or []
@@ -209,14 +210,26 @@ async def test_env_secret_volume_and_projected_token(cluster: Cluster) -> None:
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 
-    await cluster.kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
-        "data": {"password": b64("s3cr3t"), "access-key": b64("AKIA-test")},
-    })
-    await cluster.kube.request("POST", f"/api/v1/namespaces/{ns}/configmaps", {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
-        "data": {"region": "eu-west-1", "bucket": "backups"},
-    })
+    await cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "data": {"password": b64("s3cr3t"), "access-key": b64("AKIA-test")},
+        },
+    )
+    await cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"region": "eu-west-1", "bucket": "backups"},
+        },
+    )
     script = (
         "import json, os, sys\n"
         "out, creds = sys.argv[1], sys.argv[2].split('=', 1)[1]\n"
@@ -233,10 +246,11 @@ async def test_env_secret_volume_and_projected_token(cluster: Cluster) -> None:
     )
     env: list[Obj] = [
         {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
-        {"name": "REGION",
-         "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "region"}}},
-        {"name": "MISSING", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "x",
-                                                           "optional": True}}},
+        {"name": "REGION", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "region"}}},
+        {
+            "name": "MISSING",
+            "valueFrom": {"secretKeyRef": {"name": "nope", "key": "x", "optional": True}},
+        },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
@@ -258,14 +272,37 @@ async def test_env_secret_volume_and_projected_token(cluster: Cluster) -> None:
         ],
     )
     volumes = [
-        {"name": "creds", "secret": {"secretName": "creds", "items": [
-            {"key": "access-key", "path": "keys/access", "mode": 0o400}]}},
-        {"name": "token", "projected": {"sources": [
-            {"serviceAccountToken": {"audience": "openbao", "expirationSeconds": 600,
-                                     "path": "token"}},
-            {"downwardAPI": {"items": [
-                {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
-        ]}},
+        {
+            "name": "creds",
+            "secret": {
+                "secretName": "creds",
+                "items": [{"key": "access-key", "path": "keys/access", "mode": 0o400}],
+            },
+        },
+        {
+            "name": "token",
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": "openbao",
+                            "expirationSeconds": 600,
+                            "path": "token",
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {"fieldPath": "metadata.namespace"},
+                                }
+                            ]
+                        }
+                    },
+                ]
+            },
+        },
         {"name": "out", "emptyDir": {}},
     ]
     obj = job("env", [spec], pod={"volumes": volumes})
@@ -281,7 +318,10 @@ async def test_env_secret_volume_and_projected_token(cluster: Cluster) -> None:
     assert report["REGION"] == "eu-west-1"
     assert report["MISSING"] is None
     assert (report["POD_NAME"], report["POD_NS"], report["POD_UID"]) == (
-        meta["name"], ns, meta["uid"])
+        meta["name"],
+        ns,
+        meta["uid"],
+    )
     assert report["NODE"] == cluster.agent.node_name
     assert report["SA"] == "default"
     assert report["POD_IP"] == "127.0.0.1"
@@ -289,10 +329,20 @@ async def test_env_secret_volume_and_projected_token(cluster: Cluster) -> None:
     assert (report["CFG_bucket"], report["CFG_region"]) == ("backups", "eu-west-1")
     assert report["GREETING"] == f"hello {meta['name']} in eu-west-1 $(KEPT)"
     assert report["DEVENV_POD_ROOT"] == str(pod_dir)
-    allowed = {*INHERITED_ENV, "LC_CTYPE", "HOSTNAME", "TMPDIR", "DEVENV_POD_ROOT",
-               "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
-               "KUBERNETES_SERVICE_PORT_HTTPS", "KUBERNETES_PORT", "CFG_bucket", "CFG_region",
-               *(e["name"] for e in env)}
+    allowed = {
+        *INHERITED_ENV,
+        "LC_CTYPE",
+        "HOSTNAME",
+        "TMPDIR",
+        "DEVENV_POD_ROOT",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+        "KUBERNETES_SERVICE_PORT_HTTPS",
+        "KUBERNETES_PORT",
+        "CFG_bucket",
+        "CFG_region",
+        *(e["name"] for e in env),
+    }
     assert set(report["env_keys"]) <= allowed, set(report["env_keys"]) - allowed
     assert report["access_key"] == "AKIA-test"
     assert report["mode"] == "0o400"
@@ -307,8 +357,9 @@ async def test_env_secret_volume_and_projected_token(cluster: Cluster) -> None:
 async def test_job_deadline_kills_process(cluster: Cluster) -> None:
     """Job-level activeDeadlineSeconds: the Job controller deletes the pod; the agent stops
     the process and finalises the pod."""
-    await cluster.create_job(job("deadline", [container(["python", "-c", SLEEP_FOREVER])],
-                                 activeDeadlineSeconds=3))
+    await cluster.create_job(
+        job("deadline", [container(["python", "-c", SLEEP_FOREVER])], activeDeadlineSeconds=3)
+    )
     pod = await cluster.job_pod("deadline")
     pid = await cluster.running_pid(pod)
     cond = await cluster.job_condition("deadline")
@@ -318,8 +369,9 @@ async def test_job_deadline_kills_process(cluster: Cluster) -> None:
 
 async def test_pod_deadline_is_enforced_by_agent(cluster: Cluster) -> None:
     """Pod-level spec.activeDeadlineSeconds: the agent kills the process and fails the pod."""
-    await cluster.create_job(job("poddl", [container(["python", "-c", SLEEP_FOREVER])],
-                                 pod={"activeDeadlineSeconds": 2}))
+    await cluster.create_job(
+        job("poddl", [container(["python", "-c", SLEEP_FOREVER])], pod={"activeDeadlineSeconds": 2})
+    )
     pod = await cluster.job_pod("poddl")
     pid = await cluster.running_pid(pod)
     cond = await cluster.job_condition("poddl")
@@ -337,12 +389,20 @@ async def test_deleting_running_pod_stops_process(cluster: Cluster) -> None:
     deletes it with grace 0, as a kubelet would."""
     name = f"sleeper-{uuid.uuid4().hex[:6]}"
     script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
-    pod = await cluster.kube.request("POST", f"/api/v1/namespaces/{cluster.ns}/pods", {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {LOCAL_NODE_LABEL: "true"}},
-        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
-                 "containers": [container(["python", "-c", script])]},
-    })
+    pod = await cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{cluster.ns}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {LOCAL_NODE_LABEL: "true"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [container(["python", "-c", script])],
+            },
+        },
+    )
     pid = await cluster.running_pid(pod)
     await cluster.kube.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/pods/{name}")
     await cluster.process_gone(pid)
@@ -357,9 +417,11 @@ async def test_deleting_job_stops_its_process(cluster: Cluster) -> None:
     await cluster.create_job(job("deljob", [container(["python", "-c", SLEEP_FOREVER])]))
     pod = await cluster.job_pod("deljob")
     pid = await cluster.running_pid(pod)
-    await cluster.kube.request("DELETE", f"/apis/batch/v1/namespaces/{cluster.ns}/jobs/deljob",
-                               {"kind": "DeleteOptions", "apiVersion": "v1",
-                                "propagationPolicy": "Background"})
+    await cluster.kube.request(
+        "DELETE",
+        f"/apis/batch/v1/namespaces/{cluster.ns}/jobs/deljob",
+        {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+    )
     await cluster.process_gone(pid)
 
     async def pod_gone() -> bool:
@@ -373,23 +435,33 @@ async def test_deleting_job_stops_its_process(cluster: Cluster) -> None:
 
 async def test_parallel_job_with_init_container(cluster: Cluster) -> None:
     init = {
-        "name": "prepare", "image": "openbao-backup:dev",
+        "name": "prepare",
+        "image": "openbao-backup:dev",
         "command": ["python", "-c", "import sys; open(sys.argv[1], 'w').write('ready')"],
         "args": ["/work/flag"],
         "volumeMounts": [{"name": "work", "mountPath": "/work"}],
     }
     main = container(
-        ["python", "-c",
-         "import sys, time; assert open(sys.argv[1]).read() == 'ready'; time.sleep(0.5)",
-         "/work/flag"],
+        [
+            "python",
+            "-c",
+            "import sys, time; assert open(sys.argv[1]).read() == 'ready'; time.sleep(0.5)",
+            "/work/flag",
+        ],
         volumeMounts=[{"name": "work", "mountPath": "/work"}],
     )
-    obj = job("par", [main], completions=3, parallelism=3,
-              pod={"initContainers": [init], "volumes": [{"name": "work", "emptyDir": {}}]})
+    obj = job(
+        "par",
+        [main],
+        completions=3,
+        parallelism=3,
+        pod={"initContainers": [init], "volumes": [{"name": "work", "emptyDir": {}}]},
+    )
     await cluster.create_job(obj)
     assert (await cluster.job_condition("par"))["type"] == "Complete"
     pods = await cluster.kube.request(
-        "GET", f"/api/v1/namespaces/{cluster.ns}/pods",
+        "GET",
+        f"/api/v1/namespaces/{cluster.ns}/pods",
         params={"labelSelector": "batch.kubernetes.io/job-name=par"},
     )
     assert len(pods["items"]) == 3
@@ -413,10 +485,16 @@ async def test_missing_secret_is_retried(cluster: Cluster) -> None:
         return False
 
     await eventually(waiting_for_config, what="CreateContainerConfigError")
-    await cluster.kube.request("POST", f"/api/v1/namespaces/{cluster.ns}/secrets", {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "late"},
-        "stringData": {"token": "abc"},
-    })
+    await cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{cluster.ns}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "late"},
+            "stringData": {"token": "abc"},
+        },
+    )
     assert (await cluster.job_condition("late"))["type"] == "Complete"
 
 
@@ -438,15 +516,24 @@ async def test_agent_stop_kill_and_restart(
     node = f"devenv-second-{uuid.uuid4().hex[:6]}"
 
     def second_agent() -> NodeAgentProcess:
-        return NodeAgentProcess(kubeconfig=control_plane.kubeconfig, workdir=tmp_path / "agent",
-                                node_name=node, label_selector=f"{LOCAL_NODE_LABEL}=second")
+        return NodeAgentProcess(
+            kubeconfig=control_plane.kubeconfig,
+            workdir=tmp_path / "agent",
+            node_name=node,
+            label_selector=f"{LOCAL_NODE_LABEL}=second",
+        )
 
     async def sleeper(name: str) -> tuple[Obj, int]:
-        pod = await cluster.kube.request("POST", f"/api/v1/namespaces/{cluster.ns}/pods", {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {LOCAL_NODE_LABEL: "second"}},
-            "spec": {"restartPolicy": "Never", "containers": [container(["sleep", "600"])]},
-        })
+        pod = await cluster.kube.request(
+            "POST",
+            f"/api/v1/namespaces/{cluster.ns}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": {LOCAL_NODE_LABEL: "second"}},
+                "spec": {"restartPolicy": "Never", "containers": [container(["sleep", "600"])]},
+            },
+        )
         return pod, await Cluster(cluster.kube, cluster.ns, agent).running_pid(pod)
 
     async def phase_failed(name: str) -> Obj:
@@ -466,7 +553,8 @@ async def test_agent_stop_kill_and_restart(
         agent = second_agent().start()
         pod = await phase_failed("lost")
         assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == (
-            "ContainerStatusUnknown")
+            "ContainerStatusUnknown"
+        )
 
         _, pid = await sleeper("stopped")
         agent.stop()

@@ -35,18 +35,33 @@ class Run:
 
 
 async def run_executor(
-    mode: str, env: dict[str, str], *, tmp: Path, timeout: float = 300,
+    mode: str,
+    env: dict[str, str],
+    *,
+    tmp: Path,
+    timeout: float = 300,
     started: asyncio.Future[asyncio.subprocess.Process] | None = None,
 ) -> Run:
     """``python -m executor MODE`` with exactly ``env`` (plus PATH); the parsed report.
 
     ``started`` receives the process once it runs (to signal it)."""
     term = tmp / f"termination-{uuid.uuid4().hex[:6]}"
-    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
-            "OBB_TERMINATION_MESSAGE_PATH": str(term), "OBB_STORAGE_RETRIES": "1", **env}
+    full = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp),
+        "OBB_TERMINATION_MESSAGE_PATH": str(term),
+        "OBB_STORAGE_RETRIES": "1",
+        **env,
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "executor", mode, env=full, cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "executor",
+        mode,
+        env=full,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     if started is not None:
         started.set_result(proc)
@@ -64,11 +79,15 @@ async def run_executor(
     return Run(proc.returncode, Report.from_json(raw), raw, stdout, stderr)
 
 
-def cluster_env(*, namespace: str = "team-a", name: str = "bao", prefix: str = "") -> dict[
-    str, str
-]:
-    env = {"OBB_CLUSTER_NAMESPACE": namespace, "OBB_CLUSTER_NAME": name,
-           "OBB_CLUSTER_UID": f"uid-{uuid.uuid4().hex[:8]}", "OBB_TRIGGER": "manual"}
+def cluster_env(
+    *, namespace: str = "team-a", name: str = "bao", prefix: str = ""
+) -> dict[str, str]:
+    env = {
+        "OBB_CLUSTER_NAMESPACE": namespace,
+        "OBB_CLUSTER_NAME": name,
+        "OBB_CLUSTER_UID": f"uid-{uuid.uuid4().hex[:8]}",
+        "OBB_TRIGGER": "manual",
+    }
     if prefix:
         env["OBB_PATH_PREFIX"] = prefix
     return env
@@ -77,21 +96,40 @@ def cluster_env(*, namespace: str = "team-a", name: str = "bao", prefix: str = "
 def token_env(addr: str, token: str, tmp: Path) -> dict[str, str]:
     path = tmp / f"token-{uuid.uuid4().hex[:6]}"
     path.write_text(token)
-    return {"OBB_OPENBAO_ADDR": addr, "OBB_AUTH_METHOD": "token",
-            "OBB_OPENBAO_TOKEN_FILE": str(path)}
+    return {
+        "OBB_OPENBAO_ADDR": addr,
+        "OBB_AUTH_METHOD": "token",
+        "OBB_OPENBAO_TOKEN_FILE": str(path),
+    }
 
 
 def storage_env(provider: str, *, endpoint: str, bucket: str) -> dict[str, str]:
     if provider == "s3":
-        return {"OBB_PROVIDER": "s3", "OBB_BUCKET": bucket, "OBB_ENDPOINT": endpoint,
-                "OBB_REGION": MOTO_REGION, "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY, "OBB_PART_SIZE": "5Mi"}
+        return {
+            "OBB_PROVIDER": "s3",
+            "OBB_BUCKET": bucket,
+            "OBB_ENDPOINT": endpoint,
+            "OBB_REGION": MOTO_REGION,
+            "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY,
+            "OBB_PART_SIZE": "5Mi",
+        }
     if provider == "gcs":
-        return {"OBB_PROVIDER": "gcs", "OBB_BUCKET": bucket, "OBB_ENDPOINT": endpoint,
-                "OBB_EMULATOR": "true", "OBB_PART_SIZE": "256Ki"}
-    return {"OBB_PROVIDER": "azure", "OBB_BUCKET": bucket, "OBB_ENDPOINT": endpoint,
-            "OBB_AZURE_ACCOUNT": AZURITE_ACCOUNT, "AZURE_STORAGE_KEY": AZURITE_KEY,
-            "OBB_PART_SIZE": "256Ki"}
+        return {
+            "OBB_PROVIDER": "gcs",
+            "OBB_BUCKET": bucket,
+            "OBB_ENDPOINT": endpoint,
+            "OBB_EMULATOR": "true",
+            "OBB_PART_SIZE": "256Ki",
+        }
+    return {
+        "OBB_PROVIDER": "azure",
+        "OBB_BUCKET": bucket,
+        "OBB_ENDPOINT": endpoint,
+        "OBB_AZURE_ACCOUNT": AZURITE_ACCOUNT,
+        "AZURE_STORAGE_KEY": AZURITE_KEY,
+        "OBB_PART_SIZE": "256Ki",
+    }
 
 
 # -- inspecting the bucket with the providers' plain clients ---------------------------------
@@ -100,8 +138,13 @@ def storage_env(provider: str, *, endpoint: str, bucket: str) -> dict[str, str]:
 def s3_client(endpoint: str) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=MOTO_ACCESS_KEY,
-                        aws_secret_access_key=MOTO_SECRET_KEY, region_name=MOTO_REGION)
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+        region_name=MOTO_REGION,
+    )
 
 
 def list_keys(provider: str, *, endpoint: str, bucket: str) -> dict[str, int]:
@@ -148,8 +191,10 @@ def write_object(provider: str, *, endpoint: str, bucket: str, key: str, data: b
         import urllib.parse
         import urllib.request
 
-        url = (f"{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name="
-               f"{urllib.parse.quote(key, safe='')}")
+        url = (
+            f"{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name="
+            f"{urllib.parse.quote(key, safe='')}"
+        )
         req = urllib.request.Request(url, data=data, method="POST")
         with urllib.request.urlopen(req) as resp:
             assert resp.status == 200
@@ -189,8 +234,9 @@ def gcs_session_status(uri: str) -> int:
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(uri, data=b"", method="PUT",
-                                 headers={"Content-Range": "bytes */*"})
+    req = urllib.request.Request(
+        uri, data=b"", method="PUT", headers={"Content-Range": "bytes */*"}
+    )
     try:
         with urllib.request.urlopen(req) as resp:
             return int(resp.status)

@@ -23,15 +23,31 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-        "trailers", "transfer-encoding", "upgrade", "content-length", "host"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+}
 
 
 class TcpProxy:
     """Byte-level proxy to ``upstream_port`` on 127.0.0.1."""
 
-    def __init__(self, upstream_port: int, *, cut_after: int | None = None,
-                 pause_after: int | None = None, upstream_rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        cut_after: int | None = None,
+        pause_after: int | None = None,
+        upstream_rcvbuf: int | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.upstream_rcvbuf = upstream_rcvbuf
         self.cut_after = cut_after
@@ -90,8 +106,7 @@ class TcpProxy:
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.upstream_port))
         return await asyncio.open_connection(sock=sock, limit=self.upstream_rcvbuf)
 
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, *, count: bool
-                    ) -> None:
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, *, count: bool) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while True:
                 limit = 65536
@@ -170,8 +185,11 @@ class HttpProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         assert self._session is not None
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, data=body if body else None,
-            headers=headers, allow_redirects=False,
+            request.method,
+            self.upstream + request.path_qs,
+            data=body if body else None,
+            headers=headers,
+            allow_redirects=False,
         ) as up:
             record.status = up.status
             out = web.StreamResponse(status=up.status)

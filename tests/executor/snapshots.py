@@ -20,7 +20,11 @@ from typing import Any, BinaryIO
 
 def meta_json(*, index: int = 42, term: int = 3, size: int | None = None) -> bytes:
     meta: dict[str, Any] = {
-        "Version": 1, "ID": "bolt-snapshot", "Index": index, "Term": term, "Peers": None,
+        "Version": 1,
+        "ID": "bolt-snapshot",
+        "Index": index,
+        "Term": term,
+        "Peers": None,
         "Configuration": {"Servers": [{"Suffrage": 0, "ID": "n1", "Address": "127.0.0.1:1"}]},
         "ConfigurationIndex": 1,
     }
@@ -53,8 +57,9 @@ def build(
 ) -> bytes:
     """A snapshot archive (valid unless told otherwise)."""
     members: dict[str, bytes] = {
-        "meta.json": meta if meta is not None else meta_json(index=index, term=term,
-                                                             size=len(state)),
+        "meta.json": meta
+        if meta is not None
+        else meta_json(index=index, term=term, size=len(state)),
         "state.bin": state,
     }
     members["SHA256SUMS"] = sums if sums is not None else sums_for(members)
@@ -94,7 +99,7 @@ class _Pattern(io.RawIOBase):
         filled = 0
         while filled < n:
             take = min(len(self._block), n - filled)
-            view[filled:filled + take] = self._block[:take]
+            view[filled : filled + take] = self._block[:take]
             filled += take
         self._left -= n
         return n
@@ -115,11 +120,12 @@ def write_big(path: Path, *, state_size: int) -> tuple[str, int]:
         digest.update(chunk)
     state_sha = digest.hexdigest()
     meta = meta_json(index=123456, term=7, size=state_size)
-    sums = (f"{hashlib.sha256(meta).hexdigest()}  meta.json\n"
-            f"{state_sha}  state.bin\n").encode()
-    with path.open("wb") as out, gzip.GzipFile(fileobj=out, mode="wb", compresslevel=0,
-                                               mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+    sums = (f"{hashlib.sha256(meta).hexdigest()}  meta.json\n{state_sha}  state.bin\n").encode()
+    with (
+        path.open("wb") as out,
+        gzip.GzipFile(fileobj=out, mode="wb", compresslevel=0, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
+    ):
         _add(tar, "meta.json", meta)
         info = tarfile.TarInfo("state.bin")
         info.size = state_size

@@ -36,9 +36,7 @@ def test_any_chunking_gives_the_same_result(step: int) -> None:
     assert feed_in(data, step) == verify_bytes(data)
 
 
-@pytest.mark.parametrize(
-    "fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]
-)
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_tar_dialects_are_accepted(fmt: int) -> None:
     verify_bytes(snapshots.build(tar_format=fmt))
 
@@ -110,9 +108,7 @@ def test_not_gzip_fails_on_feed() -> None:
         v.feed(b"PK\x03\x04 this is a zip file, not a snapshot")
 
 
-@pytest.mark.parametrize(
-    "missing", ["meta.json", "state.bin", "SHA256SUMS", "SHA256SUMS.sealed"]
-)
+@pytest.mark.parametrize("missing", ["meta.json", "state.bin", "SHA256SUMS", "SHA256SUMS.sealed"])
 def test_missing_member_is_refused(missing: str) -> None:
     with pytest.raises(ArchiveError):
         verify_bytes(snapshots.build(omit=[missing]))
@@ -170,8 +166,14 @@ def test_malformed_sums_is_refused(sums: bytes) -> None:
 
 @pytest.mark.parametrize(
     "meta",
-    [b"{not json", b"[]", b'{"Index": 1, "Term": 1}', b'{"Index": "1", "Term": 1, "Version": 1}',
-     b'{"Index": -1, "Term": 1, "Version": 1}', b'{"Index": true, "Term": 1, "Version": 1}'],
+    [
+        b"{not json",
+        b"[]",
+        b'{"Index": 1, "Term": 1}',
+        b'{"Index": "1", "Term": 1, "Version": 1}',
+        b'{"Index": -1, "Term": 1, "Version": 1}',
+        b'{"Index": true, "Term": 1, "Version": 1}',
+    ],
 )
 def test_bad_meta_is_refused(meta: bytes) -> None:
     state = b"s"

@@ -18,16 +18,23 @@ def good_env(tmp: Path) -> dict[str, str]:
     token = tmp / "token"
     token.write_text("s.sometoken123")
     return {
-        "OBB_CLUSTER_NAMESPACE": "ns", "OBB_CLUSTER_NAME": "bao", "OBB_CLUSTER_UID": "u",
-        "OBB_OPENBAO_ADDR": "http://127.0.0.1:1", "OBB_AUTH_METHOD": "token",
-        "OBB_OPENBAO_TOKEN_FILE": str(token), "OBB_PROVIDER": "s3", "OBB_BUCKET": "bkt",
-        "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "shh-secret-value",
+        "OBB_CLUSTER_NAMESPACE": "ns",
+        "OBB_CLUSTER_NAME": "bao",
+        "OBB_CLUSTER_UID": "u",
+        "OBB_OPENBAO_ADDR": "http://127.0.0.1:1",
+        "OBB_AUTH_METHOD": "token",
+        "OBB_OPENBAO_TOKEN_FILE": str(token),
+        "OBB_PROVIDER": "s3",
+        "OBB_BUCKET": "bkt",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "shh-secret-value",
         "OBB_TERMINATION_MESSAGE_PATH": str(tmp / "term"),
     }
 
 
-def run_main(mode: str, env: dict[str, str], tmp: Path, capsys: pytest.CaptureFixture[str]
-             ) -> tuple[int, Report, str]:
+def run_main(
+    mode: str, env: dict[str, str], tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, Report, str]:
     code = main([mode], env)
     out = capsys.readouterr()
     report = Report.from_json((tmp / "term").read_text())
@@ -39,16 +46,22 @@ def run_main(mode: str, env: dict[str, str], tmp: Path, capsys: pytest.CaptureFi
     ("change", "fragment"),
     [
         ({"OBB_OPENBAO_ADDR": None}, "OBB_OPENBAO_ADDR: is required"),
-        ({"OBB_CLUSTER_NAME": None, "OBB_BUCKET": None},
-         "OBB_CLUSTER_NAME: is required; OBB_BUCKET: is required"),
-        ({"OBB_OPENBAO_TOKEN_FILE": "/nonexistent/token"},
-         "OBB_OPENBAO_TOKEN_FILE: cannot read /nonexistent/token"),
+        (
+            {"OBB_CLUSTER_NAME": None, "OBB_BUCKET": None},
+            "OBB_CLUSTER_NAME: is required; OBB_BUCKET: is required",
+        ),
+        (
+            {"OBB_OPENBAO_TOKEN_FILE": "/nonexistent/token"},
+            "OBB_OPENBAO_TOKEN_FILE: cannot read /nonexistent/token",
+        ),
         ({"OBB_PROVIDER": "dropbox"}, "OBB_PROVIDER: must be one of s3, gcs, azure"),
         ({"OBB_PART_SIZE": "12 apples"}, "OBB_PART_SIZE"),
     ],
 )
 def test_bad_backup_configuration(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, str | None],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, str | None],
     fragment: str,
 ) -> None:
     env = good_env(tmp_path)
@@ -107,8 +120,14 @@ async def test_subprocess_missing_everything(tmp_path: Path) -> None:
     assert run.code == 10
     assert run.report.error is not None
     message = run.report.error.message
-    for name in ("OBB_CLUSTER_NAMESPACE", "OBB_PROVIDER", "OBB_BUCKET", "OBB_OPENBAO_ADDR",
-                 "OBB_AUTH_METHOD", "OBB_RESTORE_KEY"):
+    for name in (
+        "OBB_CLUSTER_NAMESPACE",
+        "OBB_PROVIDER",
+        "OBB_BUCKET",
+        "OBB_OPENBAO_ADDR",
+        "OBB_AUTH_METHOD",
+        "OBB_RESTORE_KEY",
+    ):
         assert name in message
     lines = [json.loads(line) for line in run.stderr.splitlines() if line.strip()]
     assert lines[-1]["event"] == "finished"
@@ -121,6 +140,7 @@ def test_module_runs_without_network_imports() -> None:
         "import sys, executor.__main__, executor.backup, executor.restore, executor.delete;"
         "print([m for m in sys.modules if m == 'controller' or m.startswith('controller.')])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=str(ROOT), check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), check=True
+    )
     assert out.stdout.strip() == "[]"

@@ -21,8 +21,11 @@ def files(tmp_path: Path) -> dict[str, Path]:
     jwt = tmp_path / "jwt"
     jwt.write_text("eyJhbGciOi.projected.token")
     gcp = tmp_path / "sa.json"
-    gcp.write_text(json.dumps({"type": "service_account", "private_key": "PRIVATE-KEY-PEM",
-                               "client_email": "x@y"}))
+    gcp.write_text(
+        json.dumps(
+            {"type": "service_account", "private_key": "PRIVATE-KEY-PEM", "client_email": "x@y"}
+        )
+    )
     return {"token": token, "jwt": jwt, "gcp": gcp}
 
 
@@ -73,13 +76,33 @@ def test_secrets_are_not_in_repr_and_are_registered(files: dict[str, Path]) -> N
 @pytest.mark.parametrize(
     ("provider", "extra"),
     [
-        ("s3", {"OBB_ENDPOINT": "http://minio:9000", "OBB_REGION": "eu-west-3",
-                "OBB_USE_PATH_STYLE": "true", "OBB_PART_SIZE": "64Mi", "OBB_CONCURRENCY": "8",
-                "OBB_PATH_PREFIX": "/clusters/prod/"}),
-        ("gcs", {"OBB_ENDPOINT": "http://127.0.0.1:4443", "OBB_EMULATOR": "true",
-                 "OBB_PART_SIZE": "8Mi"}),
-        ("azure", {"OBB_AZURE_ACCOUNT": "acct", "AZURE_STORAGE_KEY": "azure-key-value==",
-                   "OBB_PART_SIZE": "100MiB"}),
+        (
+            "s3",
+            {
+                "OBB_ENDPOINT": "http://minio:9000",
+                "OBB_REGION": "eu-west-3",
+                "OBB_USE_PATH_STYLE": "true",
+                "OBB_PART_SIZE": "64Mi",
+                "OBB_CONCURRENCY": "8",
+                "OBB_PATH_PREFIX": "/clusters/prod/",
+            },
+        ),
+        (
+            "gcs",
+            {
+                "OBB_ENDPOINT": "http://127.0.0.1:4443",
+                "OBB_EMULATOR": "true",
+                "OBB_PART_SIZE": "8Mi",
+            },
+        ),
+        (
+            "azure",
+            {
+                "OBB_AZURE_ACCOUNT": "acct",
+                "AZURE_STORAGE_KEY": "azure-key-value==",
+                "OBB_PART_SIZE": "100MiB",
+            },
+        ),
     ],
 )
 @pytest.mark.parametrize("mode", ["backup", "restore", "delete"])
@@ -106,8 +129,16 @@ def test_to_env_is_the_inverse(
 
 def test_every_problem_is_listed_with_its_variable() -> None:
     message = problems("backup", {"OBB_PROVIDER": "ftp", "OBB_PART_SIZE": "lots"})
-    for name in ("OBB_CLUSTER_NAMESPACE", "OBB_CLUSTER_NAME", "OBB_CLUSTER_UID", "OBB_BUCKET",
-                 "OBB_OPENBAO_ADDR", "OBB_AUTH_METHOD", "OBB_PROVIDER", "OBB_PART_SIZE"):
+    for name in (
+        "OBB_CLUSTER_NAMESPACE",
+        "OBB_CLUSTER_NAME",
+        "OBB_CLUSTER_UID",
+        "OBB_BUCKET",
+        "OBB_OPENBAO_ADDR",
+        "OBB_AUTH_METHOD",
+        "OBB_PROVIDER",
+        "OBB_PART_SIZE",
+    ):
         assert name in message
     assert "must be one of s3, gcs, azure (got 'ftp')" in message
 
@@ -124,8 +155,14 @@ def test_unknown_mode() -> None:
         ({"OBB_OPENBAO_ADDR": "https://u:p@bao"}, "user info"),
         ({"OBB_OPENBAO_TOKEN_FILE": "/nonexistent/token"}, "OBB_OPENBAO_TOKEN_FILE: cannot read"),
         ({"OBB_AUTH_METHOD": "jwt"}, "OBB_AUTH_ROLE: is required"),
-        ({"OBB_AUTH_METHOD": "kubernetes", "OBB_AUTH_ROLE": "r",
-          "OBB_AUTH_TOKEN_FILE": "/nonexistent/jwt"}, "OBB_AUTH_TOKEN_FILE: cannot read"),
+        (
+            {
+                "OBB_AUTH_METHOD": "kubernetes",
+                "OBB_AUTH_ROLE": "r",
+                "OBB_AUTH_TOKEN_FILE": "/nonexistent/jwt",
+            },
+            "OBB_AUTH_TOKEN_FILE: cannot read",
+        ),
         ({"OBB_AUTH_METHOD": "approle"}, "OBB_AUTH_METHOD: must be one of"),
         ({"OBB_PART_SIZE": "1Mi"}, "S3 parts must be 5Mi..5Gi"),
         ({"OBB_CONCURRENCY": "0"}, "OBB_CONCURRENCY: must be between 1 and 64"),
@@ -178,8 +215,10 @@ def test_azure_credentials(files: dict[str, Path]) -> None:
     assert "OBB_AZURE_ACCOUNT: is required" in problems("backup", env)
     anon = {**env, "AZURE_STORAGE_CONNECTION_STRING": "BlobEndpoint=https://x/;"}
     assert "anonymous access is refused" in problems("backup", anon)
-    conn = {**env, "AZURE_STORAGE_CONNECTION_STRING":
-            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0a2V5;"}
+    conn = {
+        **env,
+        "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0a2V5;",
+    }
     cfg = load_config(mode="backup", environ=conn)
     assert cfg.storage.credentials.kind == "connection-string"
     assert "c2VjcmV0a2V5" not in secrets.scrub("AccountKey is c2VjcmV0a2V5")
@@ -192,16 +231,17 @@ def test_azure_credentials(files: dict[str, Path]) -> None:
 def test_s3_web_identity(files: dict[str, Path]) -> None:
     env = base(files)
     del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
-    irsa = {**env, "AWS_ROLE_ARN": "arn:aws:iam::1:role/r",
-            "AWS_WEB_IDENTITY_TOKEN_FILE": str(files["jwt"])}
+    irsa = {
+        **env,
+        "AWS_ROLE_ARN": "arn:aws:iam::1:role/r",
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(files["jwt"]),
+    }
     cfg = load_config(mode="backup", environ=irsa)
     assert cfg.storage.credentials.kind == "web-identity"
     assert "AWS_ROLE_ARN: is required" in problems(
         "backup", {**env, "AWS_WEB_IDENTITY_TOKEN_FILE": str(files["jwt"])}
     )
-    assert load_config(mode="backup", environ=env).storage.credentials.kind == (
-        "default-chain"
-    )
+    assert load_config(mode="backup", environ=env).storage.credentials.kind == ("default-chain")
 
 
 def test_delete_keys_must_stay_in_the_cluster_prefix(files: dict[str, Path]) -> None:
@@ -210,11 +250,13 @@ def test_delete_keys_must_stay_in_the_cluster_prefix(files: dict[str, Path]) -> 
     cfg = load_config(mode="delete", environ={**env, "OBB_DELETE_KEYS": json.dumps([good, good])})
     assert cfg.delete is not None
     assert cfg.delete.keys == (good,)
-    for bad in ("p/team-a/other/20250101T000000Z-deadbeef.snap",
-                "p/team-a/bao/sub/20250101T000000Z-deadbeef.snap",
-                "p/team-a/bao/../x/y.snap",
-                "p/team-a/bao/20250101T000000Z-deadbeef.snap.manifest.json",
-                "team-a/bao/20250101T000000Z-deadbeef.snap"):
+    for bad in (
+        "p/team-a/other/20250101T000000Z-deadbeef.snap",
+        "p/team-a/bao/sub/20250101T000000Z-deadbeef.snap",
+        "p/team-a/bao/../x/y.snap",
+        "p/team-a/bao/20250101T000000Z-deadbeef.snap.manifest.json",
+        "team-a/bao/20250101T000000Z-deadbeef.snap",
+    ):
         message = problems("delete", {**env, "OBB_DELETE_KEYS": json.dumps([good, bad])})
         assert "OBB_DELETE_KEYS" in message
     assert "not valid JSON" in problems("delete", {**env, "OBB_DELETE_KEYS": "[a"})
@@ -232,9 +274,7 @@ def test_delete_needs_no_openbao(files: dict[str, Path]) -> None:
 
 
 def test_restore_key_shape(files: dict[str, Path]) -> None:
-    assert "not a snapshot key" in problems(
-        "restore", base(files, OBB_RESTORE_KEY="a/b/c.tar.gz")
-    )
+    assert "not a snapshot key" in problems("restore", base(files, OBB_RESTORE_KEY="a/b/c.tar.gz"))
     assert "OBB_RESTORE_KEY: is required" in problems("restore", base(files))
 
 

@@ -87,13 +87,16 @@ def assert_nothing_left(
         # afterwards (real GCS forgets it), so what can be checked is that every session was
         # cancelled by the executor and the service acknowledged it.
         assert gcs is not None
-        created = [s for s in gcs.seen
-                   if s.method == "POST" and "uploadType=resumable" in s.path_qs]
+        created = [
+            s for s in gcs.seen if s.method == "POST" and "uploadType=resumable" in s.path_qs
+        ]
         assert created, "the backup started a resumable upload"
         sessions = {s.path_qs for s in gcs.seen if "upload_id=" in s.path_qs}
-        cancelled = {s.path_qs for s in gcs.seen
-                     if s.method == "DELETE" and "upload_id=" in s.path_qs
-                     and s.status in (499, 404, 410)}
+        cancelled = {
+            s.path_qs
+            for s in gcs.seen
+            if s.method == "DELETE" and "upload_id=" in s.path_qs and s.status in (499, 404, 410)
+        }
         assert sessions == cancelled, "every resumable session must be cancelled"
 
 
@@ -108,10 +111,13 @@ async def test_openbao_killed_mid_stream(
         port = urlsplit(bao.addr).port
         assert port is not None
         proxy = await TcpProxy(port, pause_after=2 << 20, upstream_rcvbuf=64 << 10).start()
-        env = {**cluster_env(), **token_env(proxy.url, bao.root_token, tmp_path),
-               **storage_env(provider, endpoint=storage_endpoint(provider, server,
-                                                                 gcs_recorder),
-                             bucket=bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(proxy.url, bao.root_token, tmp_path),
+            **storage_env(
+                provider, endpoint=storage_endpoint(provider, server, gcs_recorder), bucket=bucket
+            ),
+        }
         run_task = asyncio.create_task(run_executor("backup", env, tmp=tmp_path))
         await asyncio.wait_for(proxy.paused.wait(), 60)
         await asyncio.to_thread(bao.server.kill)  # SIGKILL while it is blocked mid-write
@@ -129,7 +135,10 @@ async def test_openbao_killed_mid_stream(
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_snapshot_connection_cut(
-    provider: str, openbao: OpenBao, request: pytest.FixtureRequest, tmp_path: Path,
+    provider: str,
+    openbao: OpenBao,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
     gcs_recorder: HttpProxy,
 ) -> None:
     server, bucket = storage_for(provider, request)
@@ -137,10 +146,13 @@ async def test_snapshot_connection_cut(
     assert port is not None
     proxy = await TcpProxy(port, cut_after=9000).start()
     try:
-        env = {**cluster_env(), **token_env(proxy.url, openbao.root_token, tmp_path),
-               **storage_env(provider, endpoint=storage_endpoint(provider, server,
-                                                                 gcs_recorder),
-                             bucket=bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(proxy.url, openbao.root_token, tmp_path),
+            **storage_env(
+                provider, endpoint=storage_endpoint(provider, server, gcs_recorder), bucket=bucket
+            ),
+        }
         run = await run_executor("backup", env, tmp=tmp_path)
     finally:
         await proxy.stop()
@@ -152,7 +164,10 @@ async def test_snapshot_connection_cut(
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_snapshot_truncated_but_complete_at_http_level(
-    provider: str, openbao: OpenBao, request: pytest.FixtureRequest, tmp_path: Path,
+    provider: str,
+    openbao: OpenBao,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
     gcs_recorder: HttpProxy,
 ) -> None:
     """The classic silent failure: a 200 with a short body that ends cleanly."""
@@ -165,10 +180,13 @@ async def test_snapshot_truncated_but_complete_at_http_level(
 
     proxy = await HttpProxy(openbao.addr, rule=rule).start()
     try:
-        env = {**cluster_env(), **token_env(proxy.url, openbao.root_token, tmp_path),
-               **storage_env(provider, endpoint=storage_endpoint(provider, server,
-                                                                 gcs_recorder),
-                             bucket=bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(proxy.url, openbao.root_token, tmp_path),
+            **storage_env(
+                provider, endpoint=storage_endpoint(provider, server, gcs_recorder), bucket=bucket
+            ),
+        }
         run = await run_executor("backup", env, tmp=tmp_path)
     finally:
         await proxy.stop()
@@ -188,8 +206,12 @@ def _storage_fault(provider: str) -> object:
             content_range = req.headers.get("Content-Range", "")
             if not content_range.startswith(("bytes 0-", "bytes */")):
                 return Fault(status=503)
-        if (provider == "azure" and req.method == "PUT" and query.get("comp") == ["block"]
-                and query.get("blockid") != [base64.b64encode(b"00000001").decode()]):
+        if (
+            provider == "azure"
+            and req.method == "PUT"
+            and query.get("comp") == ["block"]
+            and query.get("blockid") != [base64.b64encode(b"00000001").decode()]
+        ):
             return Fault(status=500)
         return None
 
@@ -205,8 +227,11 @@ async def test_storage_answering_500(
     origin = f"{parts.scheme}://{parts.netloc}"
     proxy = await HttpProxy(origin, rule=_storage_fault(provider)).start()  # type: ignore[arg-type]
     try:
-        env = {**cluster_env(), **token_env(big_openbao.addr, big_openbao.root_token, tmp_path),
-               **storage_env(provider, endpoint=proxy.url + parts.path, bucket=bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(big_openbao.addr, big_openbao.root_token, tmp_path),
+            **storage_env(provider, endpoint=proxy.url + parts.path, bucket=bucket),
+        }
         if provider == "s3":
             env["OBB_CONCURRENCY"] = "1"  # part 1 succeeds before part 2 fails
         run = await run_executor("backup", env, tmp=tmp_path)
@@ -220,8 +245,10 @@ async def test_storage_answering_500(
     assert any(s.status < 300 and s.method == "PUT" for s in proxy.seen), (
         "some part/chunk/block was accepted before the failure"
     )
-    integrity = {"s3": ("partNumber=", "x-amz-checksum-sha256"),
-                 "azure": ("comp=block", "content-md5")}.get(provider)
+    integrity = {
+        "s3": ("partNumber=", "x-amz-checksum-sha256"),
+        "azure": ("comp=block", "content-md5"),
+    }.get(provider)
     if integrity is not None:
         marker, header = integrity
         uploads = [s for s in proxy.seen if s.method == "PUT" and marker in s.path_qs]
@@ -229,8 +256,9 @@ async def test_storage_answering_500(
         assert all(header in {k.lower() for k in s.headers} for s in uploads), (
             f"every part must carry {header}"
         )
-    assert_nothing_left(provider, run, server=server, bucket=bucket,
-                        gcs=proxy if provider == "gcs" else None)
+    assert_nothing_left(
+        provider, run, server=server, bucket=bucket, gcs=proxy if provider == "gcs" else None
+    )
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -247,8 +275,11 @@ async def test_manifest_failure_removes_the_snapshot(
     parts = urlsplit(server.endpoint)
     proxy = await HttpProxy(f"{parts.scheme}://{parts.netloc}", rule=rule).start()
     try:
-        env = {**cluster_env(), **token_env(openbao.addr, openbao.root_token, tmp_path),
-               **storage_env(provider, endpoint=proxy.url + parts.path, bucket=bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(openbao.addr, openbao.root_token, tmp_path),
+            **storage_env(provider, endpoint=proxy.url + parts.path, bucket=bucket),
+        }
         run = await run_executor("backup", env, tmp=tmp_path)
     finally:
         await proxy.stop()
@@ -265,11 +296,13 @@ async def test_sigterm_mid_stream_aborts_and_reports(
     port = urlsplit(openbao.addr).port
     assert port is not None
     proxy = await TcpProxy(port, pause_after=9000).start()
-    started: asyncio.Future[asyncio.subprocess.Process] = (
-        asyncio.get_running_loop().create_future())
+    started: asyncio.Future[asyncio.subprocess.Process] = asyncio.get_running_loop().create_future()
     try:
-        env = {**cluster_env(), **token_env(proxy.url, openbao.root_token, tmp_path),
-               **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(proxy.url, openbao.root_token, tmp_path),
+            **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+        }
         task = asyncio.create_task(run_executor("backup", env, tmp=tmp_path, started=started))
         proc = await started
         await asyncio.wait_for(proxy.paused.wait(), 60)
@@ -295,8 +328,11 @@ async def test_missing_bucket_is_never_created(
     from tests.executor.harness import s3_client
 
     name = f"missing-{uuid.uuid4().hex[:8]}"
-    env = {**cluster_env(), **token_env(openbao.addr, openbao.root_token, tmp_path),
-           **storage_env("s3", endpoint=s3_server.endpoint, bucket=name)}
+    env = {
+        **cluster_env(),
+        **token_env(openbao.addr, openbao.root_token, tmp_path),
+        **storage_env("s3", endpoint=s3_server.endpoint, bucket=name),
+    }
     run = await run_executor("backup", env, tmp=tmp_path)
     assert run.code == 14, run.stderr
     assert run.report.error is not None
@@ -311,8 +347,11 @@ async def test_openbao_unreachable_is_a_leader_error(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    env = {**cluster_env(), **token_env(f"http://127.0.0.1:{dead}", "s.x", tmp_path),
-           **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket)}
+    env = {
+        **cluster_env(),
+        **token_env(f"http://127.0.0.1:{dead}", "s.x", tmp_path),
+        **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+    }
     run = await run_executor("backup", env, tmp=tmp_path)
     assert run.code == 12, run.stderr
     assert run.report.error is not None
@@ -322,8 +361,11 @@ async def test_openbao_unreachable_is_a_leader_error(
 async def test_bad_token_is_an_auth_error(
     openbao: OpenBao, s3_server: StorageServer, s3_bucket: str, tmp_path: Path
 ) -> None:
-    env = {**cluster_env(), **token_env(openbao.addr, "s.not-a-real-token-123", tmp_path),
-           **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket)}
+    env = {
+        **cluster_env(),
+        **token_env(openbao.addr, "s.not-a-real-token-123", tmp_path),
+        **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+    }
     run = await run_executor("backup", env, tmp=tmp_path)
     assert run.code == 11, run.stderr
     assert "s.not-a-real-token-123" not in run.stderr + run.raw_report
@@ -335,8 +377,11 @@ async def test_sealed_openbao_is_a_leader_error(
     bao = await asyncio.to_thread(start_openbao, tmp_path, name="sealed", kv=False)
     try:
         await asyncio.to_thread(bao.seal)
-        env = {**cluster_env(), **token_env(bao.addr, bao.root_token, tmp_path),
-               **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(bao.addr, bao.root_token, tmp_path),
+            **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+        }
         run = await run_executor("backup", env, tmp=tmp_path)
     finally:
         await asyncio.to_thread(bao.stop)
@@ -352,9 +397,12 @@ async def test_deadline_aborts_the_upload(
     assert port is not None
     proxy = await TcpProxy(port, pause_after=9000).start()  # the stream stalls forever
     try:
-        env = {**cluster_env(), **token_env(proxy.url, openbao.root_token, tmp_path),
-               **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
-               "OBB_TIMEOUT": "4"}
+        env = {
+            **cluster_env(),
+            **token_env(proxy.url, openbao.root_token, tmp_path),
+            **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+            "OBB_TIMEOUT": "4",
+        }
         run = await run_executor("backup", env, tmp=tmp_path)
     finally:
         proxy.release.set()
@@ -362,6 +410,7 @@ async def test_deadline_aborts_the_upload(
     assert run.code == 13, run.stderr
     assert run.report.error is not None
     assert "deadline OBB_TIMEOUT=4s exceeded while streaming the snapshot" in (
-        run.report.error.message)
+        run.report.error.message
+    )
     assert pending_multipart_uploads(s3_server.endpoint, s3_bucket) == []
     assert list_keys("s3", endpoint=s3_server.endpoint, bucket=s3_bucket) == {}

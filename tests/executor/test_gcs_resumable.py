@@ -76,7 +76,7 @@ class FakeGcs:
                 return web.Response(status=503)
             if total is None:
                 assert len(body) % CHUNK == 0, "non-final chunks must be 256 KiB multiples"
-            keep = body[len(self.data) - start:]
+            keep = body[len(self.data) - start :]
             if start in self.short_once:
                 self.short_once.discard(start)
                 keep = keep[: len(keep) // 2 // CHUNK * CHUNK]
@@ -117,13 +117,23 @@ async def fake() -> AsyncIterator[FakeGcs]:
 def settings(fake: FakeGcs, tmp_path: Path) -> StorageSettings:
     token = tmp_path / "t"
     token.write_text("s.x-token")
-    cfg = load_config(mode="backup", environ={
-        "OBB_CLUSTER_NAMESPACE": "n", "OBB_CLUSTER_NAME": "c", "OBB_CLUSTER_UID": "u",
-        "OBB_OPENBAO_ADDR": "http://127.0.0.1:1", "OBB_AUTH_METHOD": "token",
-        "OBB_OPENBAO_TOKEN_FILE": str(token), "OBB_PROVIDER": "gcs", "OBB_BUCKET": "bkt",
-        "OBB_ENDPOINT": fake.url, "OBB_EMULATOR": "true", "OBB_PART_SIZE": "512Ki",
-        "OBB_STORAGE_RETRIES": "2",
-    })
+    cfg = load_config(
+        mode="backup",
+        environ={
+            "OBB_CLUSTER_NAMESPACE": "n",
+            "OBB_CLUSTER_NAME": "c",
+            "OBB_CLUSTER_UID": "u",
+            "OBB_OPENBAO_ADDR": "http://127.0.0.1:1",
+            "OBB_AUTH_METHOD": "token",
+            "OBB_OPENBAO_TOKEN_FILE": str(token),
+            "OBB_PROVIDER": "gcs",
+            "OBB_BUCKET": "bkt",
+            "OBB_ENDPOINT": fake.url,
+            "OBB_EMULATOR": "true",
+            "OBB_PART_SIZE": "512Ki",
+            "OBB_STORAGE_RETRIES": "2",
+        },
+    )
     return cfg.storage
 
 
@@ -145,8 +155,7 @@ async def test_resumes_from_the_persisted_offset(fake: FakeGcs, tmp_path: Path) 
     fake.fail_once = {2 * CHUNK}
     await upload(fake, tmp_path, data)
     assert fake.finalized == data
-    assert fake.metadata == {"obb-cluster": "c", "obb-sha256": "f" * 64,
-                             "obb-size": str(len(data))}
+    assert fake.metadata == {"obb-cluster": "c", "obb-sha256": "f" * 64, "obb-size": str(len(data))}
     assert "bytes */*" in fake.puts, "after a 503 the session status is asked"
     assert fake.puts[-1].endswith(f"/{len(data)}"), "the final chunk carries the total"
     assert all(p.endswith("/*") for p in fake.puts[:-1])

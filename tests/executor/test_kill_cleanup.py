@@ -54,17 +54,22 @@ from tests.executor.test_failures import seed
 NAMESPACE, CLUSTER, PATH_PREFIX = "team-a", "bao", "clusters/prod"
 PREFIX = cluster_prefix(path_prefix=PATH_PREFIX, namespace=NAMESPACE, cluster=CLUSTER)
 # Outside the prefix: a sibling cluster whose name starts with ours, another namespace.
-OUTSIDE = [f"{PATH_PREFIX}/{NAMESPACE}/{CLUSTER}2/20260101T000000Z-0badc0de.snap",
-           f"{PATH_PREFIX}/team-b/{CLUSTER}/20260101T000000Z-0badc0de.snap"]
+OUTSIDE = [
+    f"{PATH_PREFIX}/{NAMESPACE}/{CLUSTER}2/20260101T000000Z-0badc0de.snap",
+    f"{PATH_PREFIX}/team-b/{CLUSTER}/20260101T000000Z-0badc0de.snap",
+]
 INSIDE_COMMITTED = f"{PREFIX}notes.txt"
 PAUSE_AFTER = {"s3": 7 << 20, "azure": 2 << 20}  # past the first part (5 MiB / 256 KiB)
 
 
-def _env(provider: str, *, addr: str, token: str, endpoint: str, bucket: str, tmp: Path
-         ) -> dict[str, str]:
-    return {**cluster_env(namespace=NAMESPACE, name=CLUSTER, prefix=PATH_PREFIX),
-            **token_env(addr, token, tmp),
-            **storage_env(provider, endpoint=endpoint, bucket=bucket)}
+def _env(
+    provider: str, *, addr: str, token: str, endpoint: str, bucket: str, tmp: Path
+) -> dict[str, str]:
+    return {
+        **cluster_env(namespace=NAMESPACE, name=CLUSTER, prefix=PATH_PREFIX),
+        **token_env(addr, token, tmp),
+        **storage_env(provider, endpoint=endpoint, bucket=bucket),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +111,7 @@ def _container(endpoint: str, bucket: str) -> Any:
 def _azure_uncommitted(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
     """Blobs that hold only uncommitted blocks."""
     c = _container(endpoint, bucket)
-    every = {b.name for b in c.list_blobs(name_starts_with=prefix,
-                                          include=["uncommittedblobs"])}
+    every = {b.name for b in c.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"])}
     committed = {b.name for b in c.list_blobs(name_starts_with=prefix)}
     return sorted(every - committed)
 
@@ -127,8 +131,9 @@ def _plant(provider: str, endpoint: str, bucket: str) -> None:
         client = s3_client(endpoint)
         for key in OUTSIDE:
             up = client.create_multipart_upload(Bucket=bucket, Key=key)
-            client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1,
-                               Body=b"x" * 1024)
+            client.upload_part(
+                Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=b"x" * 1024
+            )
         client.put_object(Bucket=bucket, Key=INSIDE_COMMITTED, Body=b"keep me")
         return
     c = _container(endpoint, bucket)
@@ -150,8 +155,9 @@ def _committed(provider: str, endpoint: str, bucket: str) -> set[str]:
     return {b.name for b in _container(endpoint, bucket).list_blobs()}
 
 
-async def _wait(probe: Any, what: str, *, proc: asyncio.subprocess.Process,
-                timeout: float = 60) -> None:
+async def _wait(
+    probe: Any, what: str, *, proc: asyncio.subprocess.Process, timeout: float = 60
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await asyncio.to_thread(probe):
@@ -169,29 +175,50 @@ async def test_next_backup_removes_what_a_killed_run_left(
     provider: str, big_openbao: OpenBao, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     server: StorageServer = request.getfixturevalue(
-        {"s3": "s3_server", "azure": "azurite_server"}[provider])
+        {"s3": "s3_server", "azure": "azurite_server"}[provider]
+    )
     bucket: str = request.getfixturevalue({"s3": "s3_bucket", "azure": "azure_container"}[provider])
     endpoint = server.endpoint
     await asyncio.to_thread(_plant, provider, endpoint, bucket)
 
     port = urlsplit(big_openbao.addr).port
     assert port is not None
-    proxy = await TcpProxy(port, pause_after=PAUSE_AFTER[provider],
-                           upstream_rcvbuf=64 << 10).start()
-    env = _env(provider, addr=proxy.url, token=big_openbao.root_token, endpoint=endpoint,
-               bucket=bucket, tmp=tmp_path)
-    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-            "OBB_TERMINATION_MESSAGE_PATH": str(tmp_path / "killed-termination"),
-            "OBB_STORAGE_RETRIES": "1", **env}
+    proxy = await TcpProxy(
+        port, pause_after=PAUSE_AFTER[provider], upstream_rcvbuf=64 << 10
+    ).start()
+    env = _env(
+        provider,
+        addr=proxy.url,
+        token=big_openbao.root_token,
+        endpoint=endpoint,
+        bucket=bucket,
+        tmp=tmp_path,
+    )
+    full = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "OBB_TERMINATION_MESSAGE_PATH": str(tmp_path / "killed-termination"),
+        "OBB_STORAGE_RETRIES": "1",
+        **env,
+    }
     with open(tmp_path / "killed.stderr", "wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "executor", "backup", env=full, cwd=str(ROOT),
-            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+            sys.executable,
+            "-m",
+            "executor",
+            "backup",
+            env=full,
+            cwd=str(ROOT),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         await asyncio.wait_for(proxy.paused.wait(), 60)
-        probe = ((lambda: _s3_parts(endpoint, bucket) >= 1) if provider == "s3"
-                 else (lambda: _azure_blocks(endpoint, bucket) >= 1))
+        probe = (
+            (lambda: _s3_parts(endpoint, bucket) >= 1)
+            if provider == "s3"
+            else (lambda: _azure_blocks(endpoint, bucket) >= 1)
+        )
         await _wait(probe, "a part/block uploaded", proc=proc)
         os.kill(proc.pid, signal.SIGKILL)
         assert await proc.wait() == -signal.SIGKILL
@@ -209,8 +236,14 @@ async def test_next_backup_removes_what_a_killed_run_left(
     assert killed_key.startswith(PREFIX) and killed_key.endswith(".snap")
     assert killed_key not in _committed(provider, endpoint, bucket)
 
-    env = _env(provider, addr=big_openbao.addr, token=big_openbao.root_token,
-               endpoint=endpoint, bucket=bucket, tmp=tmp_path)
+    env = _env(
+        provider,
+        addr=big_openbao.addr,
+        token=big_openbao.root_token,
+        endpoint=endpoint,
+        bucket=bucket,
+        tmp=tmp_path,
+    )
     run = await run_executor("backup", env, tmp=tmp_path)
     assert run.code == 0, run.stderr[-4000:]
     r = run.report
@@ -218,8 +251,9 @@ async def test_next_backup_removes_what_a_killed_run_left(
     assert '"cleaned":{"uploads":1,"keys":["' + killed_key + '"],"error":null}' in run.raw_report
 
     assert await asyncio.to_thread(_leftovers, provider, endpoint, bucket, PREFIX) == []
-    assert await asyncio.to_thread(_leftovers, provider, endpoint, bucket, "") == sorted(
-        OUTSIDE), "unfinished uploads outside the prefix are never touched"
+    assert await asyncio.to_thread(_leftovers, provider, endpoint, bucket, "") == sorted(OUTSIDE), (
+        "unfinished uploads outside the prefix are never touched"
+    )
     committed = await asyncio.to_thread(_committed, provider, endpoint, bucket)
     assert INSIDE_COMMITTED in committed, "a committed object in the prefix is never touched"
     assert r.key in committed and r.manifest_key in committed
@@ -240,7 +274,9 @@ async def test_cleanup_failure_never_fails_the_backup(
     backup succeeds and the report says why nothing was cleaned."""
     await asyncio.to_thread(
         lambda: s3_client(s3_server.endpoint).create_multipart_upload(
-            Bucket=s3_bucket, Key=f"{PREFIX}20260101T000000Z-0badc0de.snap"))
+            Bucket=s3_bucket, Key=f"{PREFIX}20260101T000000Z-0badc0de.snap"
+        )
+    )
 
     def rule(req: web.Request, _n: int) -> Fault | None:
         if req.method == "GET" and "uploads" in req.query:
@@ -249,8 +285,14 @@ async def test_cleanup_failure_never_fails_the_backup(
 
     proxy = await HttpProxy(s3_server.endpoint, rule=rule).start()
     try:
-        env = _env("s3", addr=openbao.addr, token=openbao.root_token, endpoint=proxy.url,
-                   bucket=s3_bucket, tmp=tmp_path)
+        env = _env(
+            "s3",
+            addr=openbao.addr,
+            token=openbao.root_token,
+            endpoint=proxy.url,
+            bucket=s3_bucket,
+            tmp=tmp_path,
+        )
         run = await run_executor("backup", env, tmp=tmp_path)
     finally:
         await proxy.stop()
@@ -274,8 +316,9 @@ def test_only_uploads_started_before_the_run_under_the_prefix_are_abandoned() ->
     second = dt.timedelta(seconds=1)
     assert ab(f"{PREFIX}a.snap", RUN_START - second)
     assert ab(f"{PREFIX}a.snap", (RUN_START - second).replace(tzinfo=None)), "naive = UTC"
-    assert ab(f"{PREFIX}a.snap",
-              (RUN_START - second).astimezone(dt.timezone(dt.timedelta(hours=5))))
+    assert ab(
+        f"{PREFIX}a.snap", (RUN_START - second).astimezone(dt.timezone(dt.timedelta(hours=5)))
+    )
     assert not ab(f"{PREFIX}a.snap", RUN_START), "started at the run's start: not older"
     assert not ab(f"{PREFIX}a.snap", RUN_START + second)
     assert not ab(f"{PREFIX}a.snap", None), "unknown start: never"
@@ -286,8 +329,9 @@ def test_only_uploads_started_before_the_run_under_the_prefix_are_abandoned() ->
 class _FakeS3:
     """list_multipart_uploads (two pages) and abort_multipart_upload, recorded."""
 
-    def __init__(self, pages: list[list[dict[str, Any]]], *,
-                 gone: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, pages: list[list[dict[str, Any]]], *, gone: frozenset[str] = frozenset()
+    ) -> None:
         self.pages = pages
         self.gone = set(gone)
         self.listed_prefix: str | None = None
@@ -304,34 +348,58 @@ class _FakeS3:
 
     async def abort_multipart_upload(self, *, Bucket: str, Key: str, UploadId: str) -> None:
         if UploadId in self.gone:
-            raise ClientError({"Error": {"Code": "NoSuchUpload", "Message": "gone"},
-                               "ResponseMetadata": {"HTTPStatusCode": 404}},
-                              "AbortMultipartUpload")
+            raise ClientError(
+                {
+                    "Error": {"Code": "NoSuchUpload", "Message": "gone"},
+                    "ResponseMetadata": {"HTTPStatusCode": 404},
+                },
+                "AbortMultipartUpload",
+            )
         if UploadId == "denied":
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"},
-                               "ResponseMetadata": {"HTTPStatusCode": 403}},
-                              "AbortMultipartUpload")
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDenied", "Message": "no"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },
+                "AbortMultipartUpload",
+            )
         self.aborted.append((Key, UploadId))
 
 
 def _s3_settings(tmp_path: Path) -> StorageSettings:
-    env = _env("s3", addr="http://127.0.0.1:1", token="t", endpoint="http://127.0.0.1:1",
-               bucket="bkt", tmp=tmp_path)
+    env = _env(
+        "s3",
+        addr="http://127.0.0.1:1",
+        token="t",
+        endpoint="http://127.0.0.1:1",
+        bucket="bkt",
+        tmp=tmp_path,
+    )
     return load_config(mode="backup", environ=env).storage
 
 
 async def test_s3_cleanup_aborts_only_older_uploads_under_the_prefix(tmp_path: Path) -> None:
     old = RUN_START - dt.timedelta(minutes=10)
-    fake = _FakeS3([
-        [{"Key": f"{PREFIX}old.snap", "UploadId": "u-old", "Initiated": old},
-         {"Key": f"{PREFIX}new.snap", "UploadId": "u-new",
-          "Initiated": RUN_START + dt.timedelta(seconds=1)},
-         {"Key": f"{PREFIX}now.snap", "UploadId": "u-now", "Initiated": RUN_START}],
-        [{"Key": OUTSIDE[0], "UploadId": "u-outside", "Initiated": old},  # a lax server
-         {"Key": f"{PREFIX}gone.snap", "UploadId": "u-gone", "Initiated": old},
-         {"Key": f"{PREFIX}undated.snap", "UploadId": "u-undated"},
-         {"Key": f"{PREFIX}old2.snap", "UploadId": "u-old2", "Initiated": old}],
-    ], gone=frozenset({"u-gone"}))
+    fake = _FakeS3(
+        [
+            [
+                {"Key": f"{PREFIX}old.snap", "UploadId": "u-old", "Initiated": old},
+                {
+                    "Key": f"{PREFIX}new.snap",
+                    "UploadId": "u-new",
+                    "Initiated": RUN_START + dt.timedelta(seconds=1),
+                },
+                {"Key": f"{PREFIX}now.snap", "UploadId": "u-now", "Initiated": RUN_START},
+            ],
+            [
+                {"Key": OUTSIDE[0], "UploadId": "u-outside", "Initiated": old},  # a lax server
+                {"Key": f"{PREFIX}gone.snap", "UploadId": "u-gone", "Initiated": old},
+                {"Key": f"{PREFIX}undated.snap", "UploadId": "u-undated"},
+                {"Key": f"{PREFIX}old2.snap", "UploadId": "u-old2", "Initiated": old},
+            ],
+        ],
+        gone=frozenset({"u-gone"}),
+    )
     sink = S3Sink(client=fake, settings=_s3_settings(tmp_path))
     result = CleanupResult()
     await sink.clean_abandoned(prefix=PREFIX, before=RUN_START, result=result)
@@ -343,15 +411,23 @@ async def test_s3_cleanup_aborts_only_older_uploads_under_the_prefix(tmp_path: P
     with pytest.raises(InternalError):
         await sink.clean_abandoned(prefix="", before=RUN_START, result=CleanupResult())
     with pytest.raises(InternalError):
-        await sink.clean_abandoned(prefix="clusters/prod/team-a/bao", before=RUN_START,
-                                   result=CleanupResult())
+        await sink.clean_abandoned(
+            prefix="clusters/prod/team-a/bao", before=RUN_START, result=CleanupResult()
+        )
 
-    denied = _FakeS3([[{"Key": f"{PREFIX}a.snap", "UploadId": "u-a", "Initiated": old},
-                       {"Key": f"{PREFIX}b.snap", "UploadId": "denied", "Initiated": old}]])
+    denied = _FakeS3(
+        [
+            [
+                {"Key": f"{PREFIX}a.snap", "UploadId": "u-a", "Initiated": old},
+                {"Key": f"{PREFIX}b.snap", "UploadId": "denied", "Initiated": old},
+            ]
+        ]
+    )
     result = CleanupResult()
     with pytest.raises(StorageError, match="access denied"):
         await S3Sink(client=denied, settings=_s3_settings(tmp_path)).clean_abandoned(
-            prefix=PREFIX, before=RUN_START, result=result)
+            prefix=PREFIX, before=RUN_START, result=result
+        )
     assert result.removed == [f"{PREFIX}a.snap"], "what was removed before the error is kept"
 
 
@@ -367,19 +443,28 @@ async def test_azure_cleanup_honours_the_run_start(
     c.get_blob_client(INSIDE_COMMITTED).upload_blob(b"keep me")
     c.get_blob_client(f"{PREFIX}empty").upload_blob(b"")  # committed, zero bytes
     staged = c.get_blob_client(f"{PREFIX}a.snap")
-    env = _env("azure", addr="http://127.0.0.1:1", token="t",
-               endpoint=azurite_server.endpoint, bucket=azure_container, tmp=tmp_path)
+    env = _env(
+        "azure",
+        addr="http://127.0.0.1:1",
+        token="t",
+        endpoint=azurite_server.endpoint,
+        bucket=azure_container,
+        tmp=tmp_path,
+    )
     settings = load_config(mode="backup", environ=env).storage
     async with open_azure(settings=settings) as sink:
         early = CleanupResult()
-        await sink.clean_abandoned(prefix=PREFIX, before=dt.datetime.now(dt.UTC)
-                                   - dt.timedelta(minutes=5), result=early)
+        await sink.clean_abandoned(
+            prefix=PREFIX, before=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), result=early
+        )
         assert early.removed == []
         assert _azure_uncommitted(azurite_server.endpoint, azure_container, PREFIX) == [
-            f"{PREFIX}a.snap"]
+            f"{PREFIX}a.snap"
+        ]
         later = CleanupResult()
-        await sink.clean_abandoned(prefix=PREFIX, before=dt.datetime.now(dt.UTC)
-                                   + dt.timedelta(seconds=2), result=later)
+        await sink.clean_abandoned(
+            prefix=PREFIX, before=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2), result=later
+        )
         assert later.removed == [f"{PREFIX}a.snap"]
     assert _azure_uncommitted(azurite_server.endpoint, azure_container, "") == [OUTSIDE[0]]
     assert {b.name for b in c.list_blobs()} == {INSIDE_COMMITTED, f"{PREFIX}empty"}
@@ -396,8 +481,9 @@ class _Sink:
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
 
-    async def clean_abandoned(self, *, prefix: str, before: dt.datetime,
-                              result: CleanupResult) -> None:
+    async def clean_abandoned(
+        self, *, prefix: str, before: dt.datetime, result: CleanupResult
+    ) -> None:
         if self.behaviour == "unsupported":
             result.supported = False
             return
@@ -415,8 +501,13 @@ async def test_backup_side_never_raises_and_reports(behaviour: str) -> None:
     from executor.backup import clean_abandoned
 
     progress = Progress(mode="backup")
-    cleaned = await clean_abandoned(sink=_Sink(behaviour), progress=progress,  # type: ignore[arg-type]
-                                    prefix=PREFIX, before=RUN_START, budget=0.2)
+    cleaned = await clean_abandoned(
+        sink=_Sink(behaviour),
+        progress=progress,  # type: ignore[arg-type]
+        prefix=PREFIX,
+        before=RUN_START,
+        budget=0.2,
+    )
     assert progress.phase == "removing abandoned uploads"
     assert progress.cleaned is cleaned
     if behaviour == "unsupported":
@@ -425,19 +516,27 @@ async def test_backup_side_never_raises_and_reports(behaviour: str) -> None:
     assert cleaned is not None
     assert cleaned.uploads == CLEANED_KEYS_MAX + 5
     assert cleaned.keys == tuple(f"{PREFIX}{i:02d}.snap" for i in range(CLEANED_KEYS_MAX))
-    expected = {"ok": None, "error": "listing: access denied by S3 (AccessDenied: no)",
-                "bug": "unexpected KeyError: 'UploadId'",
-                "slow": f"stopped after 0.2 s with {CLEANED_KEYS_MAX + 5} removed; the next "
-                        "backup goes on"}[behaviour]
+    expected = {
+        "ok": None,
+        "error": "listing: access denied by S3 (AccessDenied: no)",
+        "bug": "unexpected KeyError: 'UploadId'",
+        "slow": f"stopped after 0.2 s with {CLEANED_KEYS_MAX + 5} removed; the next backup goes on",
+    }[behaviour]
     assert cleaned.error == expected
 
 
 async def test_backup_side_lets_cancellation_through() -> None:
     from executor.backup import clean_abandoned
 
-    task = asyncio.create_task(clean_abandoned(
-        sink=_Sink("slow"), progress=Progress(mode="backup"),  # type: ignore[arg-type]
-        prefix=PREFIX, before=RUN_START, budget=60))
+    task = asyncio.create_task(
+        clean_abandoned(
+            sink=_Sink("slow"),
+            progress=Progress(mode="backup"),  # type: ignore[arg-type]
+            prefix=PREFIX,
+            before=RUN_START,
+            budget=60,
+        )
+    )
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -448,8 +547,15 @@ async def test_backup_side_lets_cancellation_through() -> None:
 
 
 def _report(cleaned: Cleaned | None, **kw: Any) -> Report:
-    return Report(mode="backup", outcome="succeeded", started_at=RUN_START,
-                  finished_at=RUN_START, key=f"{PREFIX}x.snap", cleaned=cleaned, **kw)
+    return Report(
+        mode="backup",
+        outcome="succeeded",
+        started_at=RUN_START,
+        finished_at=RUN_START,
+        key=f"{PREFIX}x.snap",
+        cleaned=cleaned,
+        **kw,
+    )
 
 
 def test_report_round_trip_and_absence() -> None:
@@ -461,10 +567,20 @@ def test_report_round_trip_and_absence() -> None:
     assert Report.from_json(_report(None).to_json()).cleaned is None
 
 
-@pytest.mark.parametrize("bad", [
-    "x", 3, [], {"uploads": -1}, {"uploads": True}, {"uploads": "1"},
-    {"uploads": 1, "keys": "a"}, {"uploads": 1, "keys": [1]}, {"uploads": 1, "error": 5},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x",
+        3,
+        [],
+        {"uploads": -1},
+        {"uploads": True},
+        {"uploads": "1"},
+        {"uploads": 1, "keys": "a"},
+        {"uploads": 1, "keys": [1]},
+        {"uploads": 1, "error": 5},
+    ],
+)
 def test_a_malformed_cleaned_is_ignored_not_fatal(bad: object) -> None:
     import json
 
@@ -514,8 +630,11 @@ async def test_gcs_session_created_while_cancelled_is_cancelled(tmp_path: Path) 
     await site.start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        env = {**cluster_env(), **token_env("http://127.0.0.1:1", "t", tmp_path),
-               **storage_env("gcs", endpoint=url, bucket="bkt")}
+        env = {
+            **cluster_env(),
+            **token_env("http://127.0.0.1:1", "t", tmp_path),
+            **storage_env("gcs", endpoint=url, bucket="bkt"),
+        }
         settings = load_config(mode="backup", environ=env).storage
         async with open_gcs(settings=settings) as sink:
             result = CleanupResult()

@@ -64,8 +64,7 @@ def raft_cluster(tmp_path: Path) -> Iterator[OpenBaoCluster]:
     try:
         leader = cluster.active()
         for i in range(SEED_ENTRIES):
-            leader.kv_put(f"big/{i}",
-                          {"blob": base64.b64encode(os.urandom(SEED_VALUE)).decode()})
+            leader.kv_put(f"big/{i}", {"blob": base64.b64encode(os.urandom(SEED_VALUE)).decode()})
         yield cluster
     finally:
         cluster.stop()
@@ -108,8 +107,11 @@ async def test_backup_from_three_node_cluster_names_the_active_node(
     active = raft_cluster.active()
     standby = next(n for n in raft_cluster.nodes if n is not active)
     active_time = leader_state(active)["active_time"]
-    env = {**cluster_env(), **token_env(standby.addr, raft_cluster.root_token, tmp_path),
-           **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket)}
+    env = {
+        **cluster_env(),
+        **token_env(standby.addr, raft_cluster.root_token, tmp_path),
+        **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+    }
     run = await run_executor("backup", env, tmp=tmp_path)
     assert run.code == 0, run.stderr
     r = run.report
@@ -131,7 +133,10 @@ async def test_backup_from_three_node_cluster_names_the_active_node(
 
 @pytest.mark.parametrize("attempt", [1, 2, 3])
 async def test_step_down_during_the_stream_is_never_a_success(
-    attempt: int, raft_cluster: OpenBaoCluster, s3_server: StorageServer, s3_bucket: str,
+    attempt: int,
+    raft_cluster: OpenBaoCluster,
+    s3_server: StorageServer,
+    s3_bucket: str,
     tmp_path: Path,
 ) -> None:
     old = raft_cluster.active()
@@ -142,8 +147,11 @@ async def test_step_down_during_the_stream_is_never_a_success(
     # A small receive buffer keeps OpenBao blocked mid-write while the proxy holds the stream.
     proxy = await TcpProxy(port, pause_after=PAUSE_AFTER, upstream_rcvbuf=64 << 10).start()
     try:
-        env = {**cluster_env(), **token_env(proxy.url, raft_cluster.root_token, tmp_path),
-               **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(proxy.url, raft_cluster.root_token, tmp_path),
+            **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+        }
         task = asyncio.create_task(run_executor("backup", env, tmp=tmp_path, timeout=180))
         paused = asyncio.create_task(proxy.paused.wait())
         await asyncio.wait({paused, task}, timeout=90, return_when=asyncio.FIRST_COMPLETED)
@@ -152,9 +160,14 @@ async def test_step_down_during_the_stream_is_never_a_success(
             early = task.result() if task.done() else None
             raise AssertionError(
                 "the stream never reached the pause point; "
-                + (f"executor ended first: exit {early.code} {early.raw_report}\n"
-                   f"{early.stderr[-3000:]}" if early else "executor still running")
-                + f"\nnode log:\n{_log_tail(old)}")
+                + (
+                    f"executor ended first: exit {early.code} {early.raw_report}\n"
+                    f"{early.stderr[-3000:]}"
+                    if early
+                    else "executor still running"
+                )
+                + f"\nnode log:\n{_log_tail(old)}"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while not pending_multipart_uploads(s3_server.endpoint, s3_bucket):
@@ -183,9 +196,11 @@ async def test_step_down_during_the_stream_is_never_a_success(
         # Any other OpenBao behaviour (broken stream, 307 before the body) must still fail.
         behaviour = f"{klass}: {message}"
         assert klass in ("snapshot", "verification"), (klass, message)
-    print(f"attempt {attempt}: step-down "
-          f"{'held the node until the stream ended' if held else 'took effect at once'}; "
-          f"observed: {behaviour}; message: {message}")
+    print(
+        f"attempt {attempt}: step-down "
+        f"{'held the node until the stream ended' if held else 'took effect at once'}; "
+        f"observed: {behaviour}; message: {message}"
+    )
     # Leadership really moved: another node is active now, with a new active_time.
     new = raft_cluster.active()
     assert new is not old or leader_state(new)["active_time"] != before["active_time"]
@@ -237,8 +252,11 @@ async def test_sys_leader_failing_at_confirmation_is_a_leader_error(
 
     proxy = await HttpProxy(openbao.addr, rule=rule).start()
     try:
-        env = {**cluster_env(), **token_env(proxy.url, openbao.root_token, tmp_path),
-               **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket)}
+        env = {
+            **cluster_env(),
+            **token_env(proxy.url, openbao.root_token, tmp_path),
+            **storage_env("s3", endpoint=s3_server.endpoint, bucket=s3_bucket),
+        }
         run = await run_executor("backup", env, tmp=tmp_path)
     finally:
         await proxy.stop()

@@ -37,9 +37,9 @@ class TwoFacedSink:
         self.reads = [first, second]
 
     @asynccontextmanager
-    async def get(self, *, key: str, version: str | None = None) -> AsyncIterator[
-        AsyncIterator[bytes]
-    ]:
+    async def get(
+        self, *, key: str, version: str | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         data = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -54,11 +54,22 @@ class TwoFacedSink:
 
 def manifest_for(data: bytes) -> Manifest:
     return Manifest(
-        key="n/c/20261121T000000Z-00000000.snap", sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data), createdAt="2026-11-21T00:00:00.000Z",
-        takenAt="2026-11-21T00:00:00.000Z", namespace="n", cluster="c", clusterUID=None,
-        trigger="manual", backupName=None, openbaoVersion=None, raftIndex=1, raftTerm=1,
-        raftConfigurationIndex=None, snapshotMetaVersion=1, executorVersion="t",
+        key="n/c/20261121T000000Z-00000000.snap",
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        createdAt="2026-11-21T00:00:00.000Z",
+        takenAt="2026-11-21T00:00:00.000Z",
+        namespace="n",
+        cluster="c",
+        clusterUID=None,
+        trigger="manual",
+        backupName=None,
+        openbaoVersion=None,
+        raftIndex=1,
+        raftTerm=1,
+        raftConfigurationIndex=None,
+        snapshotMetaVersion=1,
+        executorVersion="t",
     )
 
 
@@ -82,8 +93,12 @@ async def test_guarded_body_withholds_the_last_chunk_of_a_changed_object() -> No
 
 async def test_guarded_body_releases_everything_when_it_matches() -> None:
     good = snapshots.build(state=b"b" * 5000)
-    body = _GuardedBody(sink=TwoFacedSink(good, good), key="k", version=None,  # type: ignore[arg-type]
-                        manifest=manifest_for(good))
+    body = _GuardedBody(
+        sink=TwoFacedSink(good, good),
+        key="k",
+        version=None,  # type: ignore[arg-type]
+        manifest=manifest_for(good),
+    )
     sent = b"".join([c async for c in body.chunks()])
     assert sent == good
     assert body.error is None
@@ -91,8 +106,12 @@ async def test_guarded_body_releases_everything_when_it_matches() -> None:
 
 async def test_guarded_body_stops_when_the_object_grows() -> None:
     good = snapshots.build()
-    body = _GuardedBody(sink=TwoFacedSink(good + b"x" * 5000, good), key="k", version=None,  # type: ignore[arg-type]
-                        manifest=manifest_for(good))
+    body = _GuardedBody(
+        sink=TwoFacedSink(good + b"x" * 5000, good),
+        key="k",
+        version=None,  # type: ignore[arg-type]
+        manifest=manifest_for(good),
+    )
     with pytest.raises(VerificationError, match="grew"):
         async for _ in body.chunks():
             pass
@@ -110,21 +129,35 @@ def guard_proxy(openbao: OpenBao) -> HttpProxy:
     return HttpProxy(openbao.addr, rule=rule)
 
 
-async def backup_once(provider: str, openbao: OpenBao, server: StorageServer, bucket: str,
-                      tmp: Path) -> str:
-    env = {**cluster_env(), **token_env(openbao.addr, openbao.root_token, tmp),
-           **storage_env(provider, endpoint=server.endpoint, bucket=bucket)}
+async def backup_once(
+    provider: str, openbao: OpenBao, server: StorageServer, bucket: str, tmp: Path
+) -> str:
+    env = {
+        **cluster_env(),
+        **token_env(openbao.addr, openbao.root_token, tmp),
+        **storage_env(provider, endpoint=server.endpoint, bucket=bucket),
+    }
     run = await run_executor("backup", env, tmp=tmp)
     assert run.code == 0, run.stderr
     assert run.report.key is not None
     return run.report.key
 
 
-async def restore(provider: str, proxy: HttpProxy, openbao: OpenBao, server: StorageServer,
-                  bucket: str, key: str, tmp: Path) -> tuple[int, str]:
-    env = {**cluster_env(), **token_env(proxy.url, openbao.root_token, tmp),
-           **storage_env(provider, endpoint=server.endpoint, bucket=bucket),
-           "OBB_RESTORE_KEY": key}
+async def restore(
+    provider: str,
+    proxy: HttpProxy,
+    openbao: OpenBao,
+    server: StorageServer,
+    bucket: str,
+    key: str,
+    tmp: Path,
+) -> tuple[int, str]:
+    env = {
+        **cluster_env(),
+        **token_env(proxy.url, openbao.root_token, tmp),
+        **storage_env(provider, endpoint=server.endpoint, bucket=bucket),
+        "OBB_RESTORE_KEY": key,
+    }
     run = await run_executor("restore", env, tmp=tmp)
     assert not [s for s in proxy.seen if "storage/raft/snapshot" in s.path_qs], (
         "nothing may be sent to OpenBao"
@@ -157,11 +190,17 @@ async def test_valid_archive_with_another_hash_is_refused(
 ) -> None:
     key = await backup_once("s3", openbao, s3_server, s3_bucket, tmp_path)
     mkey = key + ".manifest.json"
-    manifest = json.loads(read_object("s3", endpoint=s3_server.endpoint, bucket=s3_bucket,
-                                      key=mkey))
+    manifest = json.loads(
+        read_object("s3", endpoint=s3_server.endpoint, bucket=s3_bucket, key=mkey)
+    )
     manifest["sha256"] = "0" * 64
-    write_object("s3", endpoint=s3_server.endpoint, bucket=s3_bucket, key=mkey,
-                 data=json.dumps(manifest).encode())
+    write_object(
+        "s3",
+        endpoint=s3_server.endpoint,
+        bucket=s3_bucket,
+        key=mkey,
+        data=json.dumps(manifest).encode(),
+    )
     proxy = await guard_proxy(openbao).start()
     try:
         code, message = await restore("s3", proxy, openbao, s3_server, s3_bucket, key, tmp_path)
@@ -183,8 +222,9 @@ async def test_snapshot_without_manifest_is_refused(
     try:
         code, message = await restore("s3", proxy, openbao, s3_server, s3_bucket, key, tmp_path)
         missing = "team-a/bao/20200101T000000Z-00000000.snap"
-        code2, message2 = await restore("s3", proxy, openbao, s3_server, s3_bucket, missing,
-                                        tmp_path)
+        code2, message2 = await restore(
+            "s3", proxy, openbao, s3_server, s3_bucket, missing, tmp_path
+        )
     finally:
         await proxy.stop()
     assert code == 15

@@ -76,7 +76,9 @@ async def test_round_trip(
     assert r.raft_index
     assert r.raft_term
     assert list_keys(provider, endpoint=server.endpoint, bucket=bucket).keys() == {
-        r.key, r.manifest_key}
+        r.key,
+        r.manifest_key,
+    }
     data = read_object(provider, endpoint=server.endpoint, bucket=bucket, key=r.key)
     assert hashlib.sha256(data).hexdigest() == r.sha256
     assert len(data) == r.size
@@ -109,7 +111,12 @@ async def test_round_trip(
         assert restore.code == 0, restore.stderr
         rr = restore.report
         assert (rr.mode, rr.outcome, rr.key, rr.sha256, rr.size) == (
-            "restore", "succeeded", r.key, r.sha256, r.size)
+            "restore",
+            "succeeded",
+            r.key,
+            r.sha256,
+            r.size,
+        )
         assert "sealed itself" in restore.stderr
         # The restored node carries the ORIGINAL cluster's keyring and auth state.
         wait_for(lambda: fresh.health().get("sealed") is True, timeout=30, what="sealed")
@@ -120,9 +127,11 @@ async def test_round_trip(
         await asyncio.to_thread(fresh.stop)
 
     # And the delete mode removes both objects, idempotently.
-    delete_env = {**cluster_env(prefix="clusters/prod"),
-                  **storage_env(provider, endpoint=server.endpoint, bucket=bucket),
-                  "OBB_DELETE_KEYS": json.dumps([r.key])}
+    delete_env = {
+        **cluster_env(prefix="clusters/prod"),
+        **storage_env(provider, endpoint=server.endpoint, bucket=bucket),
+        "OBB_DELETE_KEYS": json.dumps([r.key]),
+    }
     for _ in range(2):
         deleted = await run_executor("delete", delete_env, tmp=tmp_path)
         assert deleted.code == 0, deleted.stderr

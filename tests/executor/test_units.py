@@ -24,29 +24,36 @@ T = dt.datetime(2026, 11, 21, 23, 30, 45, 999999, tzinfo=dt.UTC)
 
 
 def test_snapshot_key_layout() -> None:
-    key = snapshot_key(path_prefix="backups/prod", namespace="ns", cluster="bao", taken_at=T,
-                       suffix="0123abcd")
+    key = snapshot_key(
+        path_prefix="backups/prod", namespace="ns", cluster="bao", taken_at=T, suffix="0123abcd"
+    )
     assert key == "backups/prod/ns/bao/20261121T233045Z-0123abcd.snap"
     assert manifest_key(key) == key + ".manifest.json"
     assert snapshot_time(key) == T.replace(microsecond=0)
     assert cluster_prefix(path_prefix="", namespace="ns", cluster="bao") == "ns/bao/"
-    no_prefix = snapshot_key(path_prefix="", namespace="ns", cluster="bao", taken_at=T,
-                             suffix="ffffffff")
+    no_prefix = snapshot_key(
+        path_prefix="", namespace="ns", cluster="bao", taken_at=T, suffix="ffffffff"
+    )
     assert no_prefix.startswith("ns/bao/20261121T233045Z")
 
 
 def test_keys_sort_by_time() -> None:
-    earlier = snapshot_key(path_prefix="p", namespace="n", cluster="c",
-                           taken_at=T - dt.timedelta(seconds=1), suffix="ffffffff")
-    later = snapshot_key(path_prefix="p", namespace="n", cluster="c", taken_at=T,
-                         suffix="00000000")
+    earlier = snapshot_key(
+        path_prefix="p",
+        namespace="n",
+        cluster="c",
+        taken_at=T - dt.timedelta(seconds=1),
+        suffix="ffffffff",
+    )
+    later = snapshot_key(path_prefix="p", namespace="n", cluster="c", taken_at=T, suffix="00000000")
     assert earlier < later
 
 
 def test_key_time_is_utc() -> None:
     local = T.astimezone(dt.timezone(dt.timedelta(hours=5)))
-    key = snapshot_key(path_prefix="", namespace="n", cluster="c", taken_at=local,
-                       suffix="00000000")
+    key = snapshot_key(
+        path_prefix="", namespace="n", cluster="c", taken_at=local, suffix="00000000"
+    )
     assert "20261121T233045Z" in key
 
 
@@ -60,10 +67,22 @@ def test_bad_inputs() -> None:
 
 def manifest() -> Manifest:
     return Manifest(
-        key="p/n/c/20261121T233045Z-0123abcd.snap", sha256="b" * 64, size=10,
-        createdAt=rfc3339(T), takenAt=rfc3339(T), namespace="n", cluster="c", clusterUID="u",
-        trigger="scheduled", backupName=None, openbaoVersion="2.7.2", raftIndex=5, raftTerm=2,
-        raftConfigurationIndex=1, snapshotMetaVersion=1, executorVersion="0.1.0",
+        key="p/n/c/20261121T233045Z-0123abcd.snap",
+        sha256="b" * 64,
+        size=10,
+        createdAt=rfc3339(T),
+        takenAt=rfc3339(T),
+        namespace="n",
+        cluster="c",
+        clusterUID="u",
+        trigger="scheduled",
+        backupName=None,
+        openbaoVersion="2.7.2",
+        raftIndex=5,
+        raftTerm=2,
+        raftConfigurationIndex=1,
+        snapshotMetaVersion=1,
+        executorVersion="0.1.0",
     )
 
 
@@ -73,8 +92,14 @@ def test_manifest_round_trip_and_strictness() -> None:
     data = json.loads(m.to_json())
     data["unknown"] = 1
     assert Manifest.from_json(json.dumps(data)) == m
-    for field, value in [("size", "10"), ("sha256", "B" * 64), ("raftIndex", True), ("v", 2),
-                         ("key", None), ("size", -1)]:
+    for field, value in [
+        ("size", "10"),
+        ("sha256", "B" * 64),
+        ("raftIndex", True),
+        ("v", 2),
+        ("key", None),
+        ("size", -1),
+    ]:
         bad = dict(data, **{field: value})
         with pytest.raises(ValueError, match=r"manifest"):
             Manifest.from_json(json.dumps(bad))
@@ -91,8 +116,15 @@ def test_scrub_registered_values_and_known_shapes() -> None:
         "https://a.blob.core.windows.net/c?sv=2020&sig=abcDEF%2B123&se=1; "
         '{"client_token": "s.login-token", "jwt": "eyJ.x.y"} abc'
     )
-    for leaked in ("hvs.CAESIJ-super-token", "s.other-token-value", "ya29.a0AfH6SMB",
-                   "Eby8vdM02x==", "abcDEF%2B123", "s.login-token", "eyJ.x.y"):
+    for leaked in (
+        "hvs.CAESIJ-super-token",
+        "s.other-token-value",
+        "ya29.a0AfH6SMB",
+        "Eby8vdM02x==",
+        "abcDEF%2B123",
+        "s.login-token",
+        "eyJ.x.y",
+    ):
         assert leaked not in text
     assert text.endswith("abc")
     assert "BlobEndpoint=x" in text
