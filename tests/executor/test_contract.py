@@ -217,7 +217,9 @@ def test_azure_credentials(files: dict[str, Path]) -> None:
     assert "anonymous access is refused" in problems("backup", anon)
     conn = {
         **env,
-        "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0a2V5;",
+        "AZURE_STORAGE_CONNECTION_STRING": (
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0a2V5;"
+        ),
     }
     cfg = load_config(mode="backup", environ=conn)
     assert cfg.storage.credentials.kind == "connection-string"

@@ -502,8 +502,8 @@ async def test_backup_side_never_raises_and_reports(behaviour: str) -> None:
 
     progress = Progress(mode="backup")
     cleaned = await clean_abandoned(
-        sink=_Sink(behaviour),
-        progress=progress,  # type: ignore[arg-type]
+        sink=_Sink(behaviour),  # type: ignore[arg-type]
+        progress=progress,
         prefix=PREFIX,
         before=RUN_START,
         budget=0.2,
@@ -530,8 +530,8 @@ async def test_backup_side_lets_cancellation_through() -> None:
 
     task = asyncio.create_task(
         clean_abandoned(
-            sink=_Sink("slow"),
-            progress=Progress(mode="backup"),  # type: ignore[arg-type]
+            sink=_Sink("slow"),  # type: ignore[arg-type]
+            progress=Progress(mode="backup"),
             prefix=PREFIX,
             before=RUN_START,
             budget=60,

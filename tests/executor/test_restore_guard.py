@@ -94,9 +94,9 @@ async def test_guarded_body_withholds_the_last_chunk_of_a_changed_object() -> No
 async def test_guarded_body_releases_everything_when_it_matches() -> None:
     good = snapshots.build(state=b"b" * 5000)
     body = _GuardedBody(
-        sink=TwoFacedSink(good, good),
+        sink=TwoFacedSink(good, good),  # type: ignore[arg-type]
         key="k",
-        version=None,  # type: ignore[arg-type]
+        version=None,
         manifest=manifest_for(good),
     )
     sent = b"".join([c async for c in body.chunks()])
@@ -107,9 +107,9 @@ async def test_guarded_body_releases_everything_when_it_matches() -> None:
 async def test_guarded_body_stops_when_the_object_grows() -> None:
     good = snapshots.build()
     body = _GuardedBody(
-        sink=TwoFacedSink(good + b"x" * 5000, good),
+        sink=TwoFacedSink(good + b"x" * 5000, good),  # type: ignore[arg-type]
         key="k",
-        version=None,  # type: ignore[arg-type]
+        version=None,
         manifest=manifest_for(good),
     )
     with pytest.raises(VerificationError, match="grew"):
