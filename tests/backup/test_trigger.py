@@ -7,19 +7,19 @@ import pytest
 
 from controller.backup.decide.names import manual_record_name
 from controller.backup.decide.trigger import (
-    ANNOTATION,
     MAX_VALUE_LENGTH,
     Queued,
     TriggerAction,
     TriggerDecision,
     decide,
 )
+from controller.backup.decide.vocabulary import TRIGGER_ANNOTATION
 
 QUEUED = Queued(name="prod-manual-aaaa", coalesced=("t3",), trigger_value="t2")
 
 
 def run(value: str | None, last: str | None, queued: Queued | None = None) -> TriggerDecision:
-    annotations = {"other": "x"} if value is None else {ANNOTATION: value, "other": "x"}
+    annotations = {"other": "x"} if value is None else {TRIGGER_ANNOTATION: value, "other": "x"}
     return decide(cluster="prod", annotations=annotations, last_handled=last, queued=queued)
 
 

@@ -36,20 +36,29 @@ import aiohttp
 
 from controller import errors
 from controller.app import App
+from controller.backup.decide.vocabulary import (
+    JOB_NAME_LABEL,
+    LABEL_BACKUP,
+    LABEL_CLUSTER,
+    RESULT_FINALIZER,
+    TRIGGER_ANNOTATION,
+)
 from controller.kube.client import KubeApi, KubeClients, TokenBucket, connect
 from controller.kube.errors import from_status
+from controller.kube.resources import BACKUP_GROUP, BACKUP_VERSION
 from controller.settings import Settings
 from executor.layout import manifest_key, snapshot_key
 from executor.report import EXIT_CODES, Report, ReportError
 from tests.polling import until as until  # re-exported for the suites
 
-GROUP, VERSION = "backup.openbao.org", "v1alpha1"
-TRIGGER_ANNOTATION = "backup.openbao.org/trigger"
-LABEL_CLUSTER = "backup.openbao.org/cluster"
-LABEL_BACKUP = "backup.openbao.org/backup"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-RESULT_FINALIZER = "backup.openbao.org/result"
-MERGE = "application/merge-patch+json"
+GROUP, VERSION = BACKUP_GROUP, BACKUP_VERSION
+__all__ = [  # the product's own names, re-exported for the suites
+    "JOB_NAME_LABEL",
+    "LABEL_BACKUP",
+    "LABEL_CLUSTER",
+    "RESULT_FINALIZER",
+    "TRIGGER_ANNOTATION",
+]
 SMP = "application/strategic-merge-patch+json"
 FAKE_NODE = "inprocess-fake-node"
 PATH_PREFIX = "inprocess"

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from controller.backup.decide.names import manual_record_name
 from controller.backup.decide.vocabulary import TRIGGER_ANNOTATION
 
-ANNOTATION = TRIGGER_ANNOTATION
 MAX_VALUE_LENGTH = 1024
 """Longer values are refused (reported, never handled), so status stays small."""
 
@@ -72,7 +71,7 @@ def decide(
     queued: Queued | None,
 ) -> TriggerDecision:
     """What the trigger annotation asks for, given the queued trigger record (if any)."""
-    value = (annotations or {}).get(ANNOTATION)
+    value = (annotations or {}).get(TRIGGER_ANNOTATION)
     if value is None or value == "" or value == last_handled:
         return TriggerDecision(TriggerAction.NONE)
     if len(value) > MAX_VALUE_LENGTH:
