@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.backup.decide.conditions import parse_time
 from controller.backup.decide.jobresult import JobPhase, JobResult
 from controller.backup.decide.records import SUCCEEDED, created_at, is_deleting, name_of, phase_of
 
@@ -186,8 +185,3 @@ def outcome_of(job: JobResult) -> Outcome | None:
         reason = "UnsealKeysMissing"
         message = f"the unseal-keys Secret is missing or lacks its key: {message}"
     return Outcome(Result.FAILED, reason, message, unsealed=unsealed, marker_matched=matched)
-
-
-def verified_at(record: Mapping[str, Any]) -> float | None:
-    when = parse_time(verification_of(record).get("time"))
-    return when.timestamp() if when else None
