@@ -73,8 +73,13 @@ async def test_restore_lock_blocks_until_released(env: Env, labelled: bool) -> N
     done = await env.wait_phase(records[0]["metadata"]["name"], {"Succeeded", "Failed"})
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert len(await env.jobs()) == 1
-    lease = await coordination.read_namespaced_lease("bao-openbao-oplock", env.namespace)
-    assert lease.spec.holder_identity == ""  # released after the run
+
+    async def released() -> Any:  # the record turns Succeeded a moment before the release
+        got = await coordination.read_namespaced_lease("bao-openbao-oplock", env.namespace)
+        return got if got.spec.holder_identity == "" else None
+
+    lease = await until(released, what="the lease released after the run")
+    assert lease.spec.holder_identity == ""
     assert lease.spec.acquire_time > now  # the backup acquired the lease after the restore
 
 
