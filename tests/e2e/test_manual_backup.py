@@ -64,6 +64,12 @@ async def test_annotation_trigger_backs_up_once(env: Env) -> None:
 
     # events and metrics
     assert await until(lambda: env.events("BackupStarted"), what="BackupStarted event")
+
+    async def announced() -> set[str] | None:
+        kinds = {e.involved_object.kind for e in await env.events("BackupSucceeded")}
+        return kinds if kinds == {"OpenBaoBackup", "OpenBaoCluster"} else None
+
+    assert await until(announced, what="BackupSucceeded on the record and the cluster")
     assert env.metric("openbao_backup_success_total", cluster="bao") == 1.0
     assert env.metric("openbao_backup_in_progress", cluster="bao") == 0.0
     assert (env.metric("openbao_backup_last_size_bytes", cluster="bao") or 0) == status["size"]

@@ -132,6 +132,9 @@ async def test_failures_counted_exactly_and_reset_on_success(env: Env) -> None:
     records = await env.backups("bao")
     assert sorted(r["status"]["phase"] for r in records) == ["Failed", "Failed"]
     assert all(r["status"]["failureReason"] == "storage" for r in records)
+    failed = [e for e in await env.events("BackupFailed") if e.type == "Warning"]
+    assert {e.involved_object.kind for e in failed} == {"OpenBaoBackup", "OpenBaoCluster"}
+    assert all("storage" in (e.message or "") for e in failed), failed
     assert env.metric("openbao_backup_failure_total", cluster="bao", reason="storage") == 2.0
     assert env.metric("openbao_backup_consecutive_failures", cluster="bao") == 2.0
     failing = await _condition(env, "openbaoclusters", "bao", "BackupFailing")

@@ -12,6 +12,8 @@ Guarantees:
 * the result finalizer is removed from the Job and its pods only after the record holds the
   result (:func:`release_finalizers`, called by :mod:`.outcome`);
 * :func:`cancel` deletes a run's Job (used when the record fails for a reason of ours);
+* the result is announced as a ``BackupSucceeded`` or ``BackupFailed`` event on the record and
+  on its cluster (events are best effort: they never fail the step);
 * what the executor cleaned up before uploading (unfinished uploads of killed runs, see
   docs/storage-lifecycle.md) becomes a ``StaleUploadsCleaned`` event on the record.
 """
@@ -150,6 +152,7 @@ async def record_outcome(deps: Deps, *, record: JSONObject, result: JobResult) -
     status["conditions"] = conds
     status = {k: v for k, v in status.items() if v is not None}
     updated = await deps.status.backup(obj=record, status=status)
+    await _announce(deps, record=updated, ok=ok, status=status)
     cleaned = report.cleaned if report is not None else None
     if cleaned is not None and (cleaned.uploads or cleaned.error):
         shown = ", ".join(cleaned.keys)
@@ -159,6 +162,25 @@ async def record_outcome(deps: Deps, *, record: JSONObject, result: JobResult) -
         kind: Literal["Normal", "Warning"] = "Warning" if cleaned.error else "Normal"
         await deps.events.emit(obj=record, type=kind, reason="StaleUploadsCleaned", note=note)
     return updated
+
+
+async def _announce(deps: Deps, *, record: JSONObject, ok: bool, status: JSON) -> None:
+    """``BackupSucceeded`` / ``BackupFailed`` on the record and on its cluster (best effort)."""
+    rec = name_of(record)
+    if ok:
+        kind: Literal["Normal", "Warning"] = "Normal"
+        reason = "BackupSucceeded"
+        note = f"{rec}: {status.get('key')} ({status.get('size')} bytes) uploaded and verified"
+    else:
+        kind, reason = "Warning", "BackupFailed"
+        note = f"{rec}: {status.get('failureReason')}: {status.get('message')}"
+    await deps.events.emit(obj=record, type=kind, reason=reason, note=note)
+    meta = record.get("metadata") or {}
+    cluster = deps.clusters.get(
+        f"{meta.get('namespace')}/{(record.get('spec') or {}).get('cluster')}"
+    )
+    if cluster is not None:
+        await deps.events.emit(obj=cluster, type=kind, reason=reason, note=note)
 
 
 async def release_finalizers(deps: Deps, *, namespace: str, job_name: str) -> None:
