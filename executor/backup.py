@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import traceback
 import uuid
 
@@ -53,7 +54,7 @@ from executor.log import get_logger
 from executor.marker import new_marker, write_marker
 from executor.openbao import Leader, OpenBao
 from executor.progress import Progress
-from executor.report import Cleaned
+from executor.report import PROGRESS_EVENT, PROGRESS_INTERVAL, STREAMED_EVENT, Cleaned
 from executor.secrets import scrub
 from executor.storage import open_sink
 from executor.storage.base import CleanupResult, SnapshotSink, Upload
@@ -195,6 +196,9 @@ async def _transfer(
     zlib release the GIL), so it does not slow the event loop that drives the upload.
     Returns the verified snapshot and the node that served it (to confirm before commit)."""
     verifier = SnapshotVerifier()
+    started = time.monotonic()
+    next_line = started + PROGRESS_INTERVAL
+    streamed = 0
     async with bao.snapshot(leader=leader) as stream:
         source = stream.source
         async for chunk in stream.chunks:
@@ -205,6 +209,15 @@ async def _transfer(
                 await asyncio.wait([feed])  # never abort while a feed is still running
                 raise
             await feed
+            streamed += len(chunk)
+            now = time.monotonic()
+            if now >= next_line:
+                next_line = now + PROGRESS_INTERVAL
+                rate = int(streamed / max(now - started, 1e-6))
+                log.info(PROGRESS_EVENT, bytes=streamed, bytes_per_second=rate)
+    seconds = max(time.monotonic() - started, 1e-6)
+    rate = int(streamed / seconds)
+    log.info(STREAMED_EVENT, bytes=streamed, bytes_per_second=rate, seconds=round(seconds, 3))
     return verifier.finish(), source
 
 

@@ -40,7 +40,13 @@ Guarantees:
 * :meth:`Report.from_json` ignores unknown fields and rejects wrong types, except in
   ``cleaned``, which is informational: a malformed ``cleaned`` is ignored (read as absent),
   never a reason to reject a report;
-* :data:`EXIT_CODES` maps the error class to the process exit code (0 when succeeded).
+* :data:`EXIT_CODES` maps the error class to the process exit code (0 when succeeded);
+* progress is a second, best-effort channel on the log (stderr, one JSON object per line):
+  while a backup streams, a line with ``"event": PROGRESS_EVENT`` and the integer fields
+  ``bytes`` (streamed so far) and ``bytes_per_second`` at most every
+  :data:`PROGRESS_INTERVAL` seconds, and one with ``"event": STREAMED_EVENT`` (the same fields
+  plus ``seconds``) when the stream ends; ``kubectl openbao-backup backup --wait`` follows
+  them.
 """
 
 from __future__ import annotations
@@ -62,6 +68,13 @@ MAX_BYTES = 4000
 CLEANED_KEYS_MAX = 10
 #: ``cleaned.error`` is cut to this many characters.
 CLEANED_ERROR_MAX = 300
+
+#: Log events of a backup's streaming progress (see the module docstring).
+PROGRESS_EVENT = "snapshot streaming"
+STREAMED_EVENT = "snapshot streamed"
+#: Seconds between progress lines: often enough for a live rate, few enough that a one-hour
+#: stream logs under 2,000 lines.
+PROGRESS_INTERVAL = 2.0
 
 EXIT_CODES: dict[ErrorClass, int] = {
     "configuration": 10,
