@@ -60,8 +60,9 @@ Backup manager (prefix ``openbao_backup_``): every series of a cluster is create
 from its status after a restart) when the cluster is first reconciled, and removed when the
 cluster is deleted. ``age_seconds`` is ``now - last success``, or ``now - the cluster's
 creation`` while it has never succeeded, so a backup-age alert also fires for a cluster that
-never had a good backup. ``reason`` of a failure is the executor's error class
-(:data:`BACKUP_FAILURE_REASONS`).
+never had a good backup. ``reason`` of a failure is the executor's error class, or
+``ExecutorImageNotAllowed`` for a run the controller refused to start because its spec names an
+untrusted image (:data:`BACKUP_FAILURE_REASONS`).
 """
 
 from __future__ import annotations
@@ -401,6 +402,7 @@ BACKUP_FAILURE_REASONS = (
     "internal",
     "deadline",
     "lost",
+    "ExecutorImageNotAllowed",  # the spec names an image the controller does not trust
 )
 _CL = ["namespace", "cluster"]
 BACKUP_LAST_SUCCESS = Gauge(
@@ -477,7 +479,22 @@ BACKUP_CONFIG_VALID = Gauge(
     _CL,
     registry=REGISTRY,
 )
+BACKUP_SCHEDULE_INTERVAL = Gauge(
+    "openbao_backup_schedule_interval_seconds",
+    "Longest gap between two consecutive windows of the cluster's schedule (0: no schedule, "
+    "manual backups only); the backup-age alert compares the age with it.",
+    _CL,
+    registry=REGISTRY,
+)
+BACKUP_SUSPENDED = Gauge(
+    "openbao_backup_suspended",
+    "1 while the cluster's scheduled backups are suspended (spec.backup.suspend).",
+    _CL,
+    registry=REGISTRY,
+)
 _BACKUP_PLAIN = (
+    BACKUP_SCHEDULE_INTERVAL,
+    BACKUP_SUSPENDED,
     BACKUP_LAST_SUCCESS,
     BACKUP_AGE,
     BACKUP_DURATION,
@@ -560,6 +577,7 @@ RESTORE_FAILURE_REASONS = (
     "leader",
     "snapshot",
     "VerifyTimeout",
+    "ExecutorImageNotAllowed",
     "internal",
 )
 
@@ -675,6 +693,10 @@ class BackupMetrics:
     def restore_failed(self, *, reason: str) -> None:
         label = reason if reason in RESTORE_FAILURE_REASONS else "internal"
         RESTORE_FAILURE.labels(*self._labels, label).inc()
+
+    def schedule(self, *, interval: float, suspended: bool) -> None:
+        BACKUP_SCHEDULE_INTERVAL.labels(*self._labels).set(interval)
+        BACKUP_SUSPENDED.labels(*self._labels).set(1 if suspended else 0)
 
     def config_valid(self, valid: bool) -> None:
         BACKUP_CONFIG_VALID.labels(*self._labels).set(1 if valid else 0)

@@ -55,7 +55,7 @@ def test_age_counts_from_creation_until_the_first_success() -> None:
         assert _sample("openbao_backup_last_success_timestamp_seconds", "never") == 0.0
         assert _sample("openbao_backup_failure_total", "never") == 0.0  # pre-created at zero
         now[0] = 100_000.0
-        assert _sample("openbao_backup_age_seconds", "never") == 99_600.0  # > 26h: alert fires
+        assert _sample("openbao_backup_age_seconds", "never") == 99_600.0  # > a daily cadence
         m.succeeded(completed=99_000.0, duration=3.0, size=10)
         assert _sample("openbao_backup_age_seconds", "never") == 1_000.0
         m.failed(reason="storage", duration=None, consecutive=1)

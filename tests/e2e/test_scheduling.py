@@ -49,6 +49,9 @@ async def test_per_minute_schedule_with_two_replicas(
         assert backup["lastAttemptScheduledTime"] == rec["status"]["scheduledTime"]
         nxt = dt.datetime.fromisoformat(str(backup["nextScheduledBackup"]).replace("Z", "+00:00"))
         assert nxt > window and nxt.second == 0
+        # what the backup-age alert compares the age with
+        assert env.metric("openbao_backup_schedule_interval_seconds", cluster="bao") == 60.0
+        assert env.metric("openbao_backup_suspended", cluster="bao") == 0.0
         # two replicas, one window: exactly one record and one Job for it
         names = [
             r["metadata"]["name"]

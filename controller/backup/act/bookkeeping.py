@@ -7,7 +7,9 @@ Guarantees:
   cleared);
 * an invalid spec is never only a condition: whenever ``ConfigValid`` turns False (or its
   message changes) a Warning event ``InvalidSpec`` names the problem, and the gauge
-  ``openbao_backup_config_valid`` (0/1) lets an alert fire; a ``Stalled`` condition that
+  ``openbao_backup_config_valid`` (0/1) lets an alert fire; the schedule's cadence and the
+  suspension are exported beside it (``openbao_backup_schedule_interval_seconds``,
+  ``openbao_backup_suspended``) for the backup-age alert; a ``Stalled`` condition that
   turns True raises a ``ReconcileRetrying`` Warning event;
 * nothing is written when nothing changed (no write storms, no needless watch events);
 * outcome fields (last success, failures) are NOT written here: only
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.backup.act.deps import Deps
+from controller.backup.decide import cadence
 from controller.backup.decide import conditions as cond
 from controller.cache.store import JSONObject
 
@@ -44,6 +47,11 @@ async def write_bookkeeping(
     metrics = d.metrics.get(f"{meta['namespace']}/{meta['name']}")
     if metrics is not None:
         metrics.config_valid(not config_error)
+        spec = (cluster_obj.get("spec") or {}).get("backup") or {}
+        gap = cadence.cached_gap(
+            str(spec.get("schedule") or "") or None, str(spec.get("timeZone") or "UTC"), now.date()
+        )
+        metrics.schedule(interval=gap, suspended=suspended)
     was = cond.get_condition(conds, cond.CONFIG_VALID)
     if config_error and (
         was is None or was.get("status") != "False" or was.get("message") != config_error[:1024]
