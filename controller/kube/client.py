@@ -14,7 +14,12 @@ Guarantees:
 * writes (POST/PUT/PATCH/DELETE) pass a client-side token bucket (QPS/burst) so a bug cannot
   hammer the API server; reads and watches do not;
 * every failure leaves here as a :mod:`controller.errors` exception, translated once by
-  :func:`controller.kube.errors.translate`.
+  :func:`controller.kube.errors.translate`;
+* requests never consult the process environment for proxies or ``~/.netrc``
+  (:func:`direct_session`): kubernetes-asyncio opens its session with ``trust_env=True``,
+  which makes aiohttp look both up on every request, in a worker thread (26% of the
+  controller's self time in the 1,000-cluster burst of issue 13). A proxy set in the
+  kubeconfig (``proxy-url``) still applies: kubernetes-asyncio passes it per request.
 """
 
 from __future__ import annotations
@@ -267,16 +272,33 @@ async def connect(settings: Settings, *, watch_pool_size: int = 64) -> KubeClien
     return clients_from_configurations(settings, watch_cfg=watch_cfg, api_cfg=api_cfg)
 
 
+#: aiohttp's read buffer for the API session (kubernetes-asyncio's value: a watch event may
+#: carry an object up to etcd's 1.5 MiB request limit).
+_READ_BUFSIZE = 2**21
+
+
+def direct_session(client: ApiClient) -> ApiClient:
+    """Reopen ``client``'s aiohttp session on the same connector with ``trust_env=False``."""
+    rest = client.rest_client
+    old: aiohttp.ClientSession = rest.pool_manager
+    connector = old.connector
+    old.detach()  # the connector stays open for the new session
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=connector, trust_env=False, read_bufsize=_READ_BUFSIZE
+    )
+    return client
+
+
 def clients_from_configurations(
     settings: Settings, *, watch_cfg: Configuration, api_cfg: Configuration
 ) -> KubeClients:
     watch = KubeApi(
-        client=ApiClient(configuration=watch_cfg),
+        client=direct_session(ApiClient(configuration=watch_cfg)),
         request_timeout=settings.request_timeout,
         connect_timeout=settings.connect_timeout,
     )
     api = KubeApi(
-        client=ApiClient(configuration=api_cfg),
+        client=direct_session(ApiClient(configuration=api_cfg)),
         request_timeout=settings.request_timeout,
         connect_timeout=settings.connect_timeout,
         throttle=TokenBucket(qps=settings.client_qps, burst=settings.client_burst),
