@@ -4,6 +4,10 @@
 kube-controller-manager), the local node agent, a real OpenBao (initialised, unsealed) and the
 storage servers; applies the CRDs; prints how to reach everything; stops all of it by PID on
 exit. ``--check`` runs a short smoke check (a Job through the real Job controller) and exits.
+``up --real-node`` (root) runs a real node instead of the node agent (``devenv.realnode``:
+containerd, kubelet, kube-proxy, kube-scheduler, pods on a bridge with no route off the machine)
+and forwards OpenBao and the storage servers onto the pod bridge; its ``--check`` runs the Job
+as a real container.
 
 ``demo`` is the main job on the local default: the same environment with S3 only, plus the
 controller, a sample OpenBaoCluster, a manual backup triggered with kubectl, its progress,
@@ -24,12 +28,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from devenv.controlplane import ControlPlane
 from devenv.nodeagent import LOCAL_NODE_LABEL, NodeAgentProcess
 from devenv.openbao import OpenBao, start_openbao
 from devenv.procs import ServerError
 from devenv.storage import StorageServer, start_azurite, start_fake_gcs, start_moto
+
+if TYPE_CHECKING:
+    from devenv.realnode import RealNode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +50,7 @@ class Env:
         self.agent: NodeAgentProcess | None = None
         self.bao: OpenBao | None = None
         self.storage: dict[str, StorageServer] = {}
+        self.node: RealNode | None = None
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
         assert self.cp is not None
@@ -56,14 +66,17 @@ class Env:
             raise ServerError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout
 
-    def up(self, *, storage: tuple[str, ...]) -> None:
+    def up(self, *, storage: tuple[str, ...], real_node: bool = False) -> None:
         t0 = time.monotonic()
-        self.cp = ControlPlane(workdir=self.workdir / "control-plane").start()
-        step(f"control plane ready at {self.cp.server} ({time.monotonic() - t0:.1f}s)")
-        self.agent = NodeAgentProcess(
-            kubeconfig=self.cp.kubeconfig, workdir=self.workdir / "node-agent"
-        ).start()
-        step(f"node agent ready: Node {self.agent.node_name} ({time.monotonic() - t0:.1f}s)")
+        if real_node:
+            self._up_real_node()
+        else:
+            self.cp = ControlPlane(workdir=self.workdir / "control-plane").start()
+            step(f"control plane ready at {self.cp.server} ({time.monotonic() - t0:.1f}s)")
+            self.agent = NodeAgentProcess(
+                kubeconfig=self.cp.kubeconfig, workdir=self.workdir / "node-agent"
+            ).start()
+            step(f"node agent ready: Node {self.agent.node_name} ({time.monotonic() - t0:.1f}s)")
         self.kubectl("apply", "-f", str(ROOT / "manifests" / "crds"))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         step("CRDs applied and established")
@@ -73,14 +86,63 @@ class Env:
         for name in storage:
             self.storage[name] = starters[name](self.workdir)
             step(f"{name} server at {self.storage[name].endpoint}")
+        if self.node is not None:
+            urls = {"OpenBao": self.bao.addr} | {n: s.endpoint for n, s in self.storage.items()}
+            for name, url in urls.items():
+                parts = urlsplit(url)
+                addr, port = self.node.expose(parts.port or 80)
+                step(f"pods reach {name} at {parts.scheme}://{addr}:{port}")
         step(f"all up in {time.monotonic() - t0:.1f}s")
+
+    def _up_real_node(self) -> None:
+        from devenv.realnode import RealNode
+
+        t0 = time.monotonic()
+        self.node = RealNode.prepare(workdir=self.workdir / "real-node")
+        self.cp = ControlPlane(
+            workdir=self.workdir / "control-plane", **self.node.control_plane_options()
+        ).start()
+        step(f"control plane ready at {self.cp.server} ({time.monotonic() - t0:.1f}s)")
+        self.node.start(control_plane=self.cp)
+        step(
+            f"real node ready: Node {self.node.node_name}, pods on {self.node.pod_subnet} "
+            f"(gateway {self.node.gateway}, no route off the machine) "
+            f"({time.monotonic() - t0:.1f}s)"
+        )
 
     def down(self) -> None:
         for srv in self.storage.values():
             srv.stop()
-        for thing in (self.bao, self.agent, self.cp):
+        for thing in (self.bao, self.agent, self.node, self.cp):
             if thing is not None:
                 thing.stop()
+
+    def smoke_real_node(self) -> None:
+        """A Job through the real Job controller, as a real container on the real node."""
+        from devenv.realnode_images import probe_image
+
+        assert self.node is not None
+        probe = probe_image()
+        self.node.import_image(probe.archive, probe.ref)
+        container = {
+            "name": "hello",
+            "image": probe.ref,
+            "imagePullPolicy": "Never",
+            "args": ["echo", "hello from a real container", "report"],
+        }
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "hello", "namespace": "default"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+            },
+        }
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(job))
+        self.kubectl("wait", "--for=condition=Complete", "--timeout=90s", "job/hello")
+        print(self.kubectl("logs", "job/hello"), flush=True)
+        print(self.kubectl("get", "nodes,jobs,pods", "-o", "wide"), flush=True)
 
     def smoke(self) -> None:
         """A Job through the real Job controller and the node agent."""
@@ -264,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--storage", default="s3,gcs,azure", help="comma list of s3,gcs,azure")
     parser.add_argument("--check", action="store_true", help="smoke-check and exit")
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: a real node (containerd, kubelet, kube-proxy, kube-scheduler; needs root) "
+        "instead of the node agent",
+    )
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="obb-dev-"))
     env = Env(workdir)
@@ -273,9 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             env.up(storage=("s3",))
             return demo(env, keep=args.keep, stop=stop)
-        env.up(storage=tuple(s for s in args.storage.split(",") if s))
+        env.up(storage=tuple(s for s in args.storage.split(",") if s), real_node=args.real_node)
         if args.check:
-            env.smoke()
+            if args.real_node:
+                env.smoke_real_node()
+            else:
+                env.smoke()
             return 0
         assert env.cp is not None
         step(f"export KUBECONFIG={env.cp.kubeconfig}")

@@ -1,11 +1,16 @@
 """PKI for the local control plane: a CA, the apiserver's serving cert, client certs, and the
 service-account signing key. Everything is generated fresh per control plane (test-only keys).
+
+Opt-in for a real node (``devenv.realnode``): extra IP SANs on the apiserver's serving cert
+(the pod bridge gateway), the apiserver's kubelet client cert, and ``issue_cert`` for the
+kubelet's serving cert from the same CA. Without them the PKI is exactly as before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +44,9 @@ class Pki:
     admin_key: Path
     sa_key: Path  # private, PEM (signing)
     sa_pub: Path  # public, PEM (verification; also what OpenBao's jwt auth trusts)
+    # Only with make_pki(kubelet_client=True): the apiserver's identity towards kubelets.
+    kubelet_client_cert: Path | None = None
+    kubelet_client_key: Path | None = None
 
 
 def _name(cn: str, org: str | None = None) -> x509.Name:
@@ -79,7 +87,11 @@ def _issue(
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(
+    directory: Path, *, extra_ips: Sequence[str] = (), kubelet_client: bool = False
+) -> Pki:
+    """A fresh PKI in ``directory``; ``extra_ips`` are added to the apiserver's SANs and
+    ``kubelet_client`` adds the apiserver's client cert for kubelets (real node only)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("openbao-backup-local-ca")
@@ -118,6 +130,7 @@ def make_pki(directory: Path) -> Pki:
         x509.DNSName("kubernetes.default.svc"),
         x509.DNSName("kubernetes.default.svc.cluster.local"),
     ]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips]
     srv_key, srv = _issue(
         ca_key=ca_key, ca_name=ca_name, subject=_name("kube-apiserver"), server=True, sans=sans
     )
@@ -126,6 +139,21 @@ def make_pki(directory: Path) -> Pki:
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
+    kubelet_paths: dict[str, Path] = {}
+    if kubelet_client:
+        kc_key, kc = _issue(
+            ca_key=ca_key,
+            ca_name=ca_name,
+            subject=_name("kube-apiserver-kubelet-client", "system:masters"),
+            server=False,
+        )
+        kubelet_paths = {
+            "kubelet_client_cert": directory / "apiserver-kubelet-client.crt",
+            "kubelet_client_key": directory / "apiserver-kubelet-client.key",
+        }
+        kubelet_paths["kubelet_client_cert"].write_bytes(_cert_pem(kc))
+        kubelet_paths["kubelet_client_key"].write_bytes(_key_pem(kc_key))
+        kubelet_paths["kubelet_client_key"].chmod(0o600)
     pki = Pki(
         ca_cert=directory / "ca.crt",
         ca_key=directory / "ca.key",
@@ -135,6 +163,7 @@ def make_pki(directory: Path) -> Pki:
         admin_key=directory / "admin.key",
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
+        **kubelet_paths,
     )
     pki.ca_cert.write_bytes(_cert_pem(ca))
     pki.ca_key.write_bytes(_key_pem(ca_key))
@@ -151,3 +180,34 @@ def make_pki(directory: Path) -> Pki:
     for p in (pki.ca_key, pki.serving_key, pki.admin_key, pki.sa_key):
         p.chmod(0o600)
     return pki
+
+
+def issue_cert(
+    pki: Pki,
+    directory: Path,
+    name: str,
+    *,
+    server: bool,
+    ips: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    org: str | None = None,
+) -> tuple[Path, Path]:
+    """A cert (and key) signed by the PKI's CA, written as ``<directory>/<name>.crt|.key``."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    sans += [x509.DNSName(d) for d in dns]
+    key, cert = _issue(
+        ca_key=ca_key,
+        ca_name=ca.subject,
+        subject=_name(name, org),
+        server=server,
+        sans=sans or None,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(_cert_pem(cert))
+    key_path.write_bytes(_key_pem(key))
+    key_path.chmod(0o600)
+    return cert_path, key_path

@@ -15,7 +15,13 @@ Guarantees:
 * ``restart_apiserver()`` stops and restarts kube-apiserver on the same port (for watch
   recovery tests) without touching etcd.
 
-There is no scheduler and no kubelet: see ``devenv.nodeagent`` for the local node agent.
+By default there is no scheduler and no kubelet: see ``devenv.nodeagent`` for the local node
+agent. Opt-in, for a real node (``devenv.realnode``; ``RealNode.control_plane_options()`` gives
+the arguments): ``advertise_address`` (the pod bridge gateway; the ``kubernetes`` Service's
+endpoint), ``serving_ips`` (extra SANs), ``kubelet_access`` (the apiserver's kubelet client cert,
+the kubelet serving certs verified against the CA, InternalIP first), ``extra_controllers``
+(e.g. ``REAL_NODE_CONTROLLERS``) and ``scheduler`` (kube-scheduler on the admin kubeconfig, no
+listening port). With none of them the control plane is exactly as described above.
 Test/dev infrastructure, not product code.
 """
 
@@ -28,6 +34,7 @@ import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from devenv.certs import Pki, make_pki
 from devenv.procs import Server, ServerError, free_port
@@ -46,6 +53,32 @@ KCM_CONTROLLERS = ",".join(
         "pod-garbage-collector-controller",
     ]
 )
+# What a real node additionally needs: workloads (deployment, replicaset, statefulset, daemonset,
+# cronjob), Service endpoints for kube-proxy, node health (node-lifecycle removes the
+# not-ready taint; taint-eviction acts on NoExecute) and PodDisruptionBudgets.
+REAL_NODE_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "cronjob-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "disruption-controller",
+)
+
+
+class ControlPlaneOptions(TypedDict, total=False):
+    """Keyword arguments of ``ControlPlane`` beyond its defaults (see the module docstring)."""
+
+    advertise_address: str
+    serving_ips: tuple[str, ...]
+    kubelet_access: bool
+    extra_controllers: tuple[str, ...]
+    scheduler: bool
 
 
 def binaries_dir() -> Path:
@@ -72,10 +105,17 @@ class ControlPlane:
     etcd: Server | None = None
     apiserver: Server | None = None
     kcm: Server | None = None
+    kube_scheduler: Server | None = None
     pki: Pki | None = None
     etcd_url: str = ""
     api_port: int = 0
     kubeconfig: Path = field(init=False)
+    # Opt-in for a real node; the defaults keep the control plane as it always was.
+    advertise_address: str = "127.0.0.1"
+    serving_ips: tuple[str, ...] = ()
+    kubelet_access: bool = False
+    extra_controllers: tuple[str, ...] = ()
+    scheduler: bool = False
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -92,19 +132,27 @@ class ControlPlane:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> ControlPlane:
-        for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+        names = ["etcd", "kube-apiserver", "kube-controller-manager"]
+        for name in names + (["kube-scheduler"] if self.scheduler else []):
             if not (self.bin_dir / name).exists():
                 raise ServerError(f"{name} missing in {self.bin_dir}")
-        self.pki = make_pki(self.workdir / "pki")
+        if self.serving_ips or self.kubelet_access:
+            self.pki = make_pki(
+                self.workdir / "pki", extra_ips=self.serving_ips, kubelet_client=self.kubelet_access
+            )
+        else:
+            self.pki = make_pki(self.workdir / "pki")
         self._start_etcd()
         self.api_port = free_port()
         self._write_kubeconfig()
         self._start_apiserver()
         self._start_kcm()
+        if self.scheduler:
+            self._start_scheduler()
         return self
 
     def stop(self) -> None:
-        for srv in (self.kcm, self.apiserver, self.etcd):
+        for srv in (self.kube_scheduler, self.kcm, self.apiserver, self.etcd):
             if srv is not None:
                 srv.stop()
 
@@ -114,7 +162,7 @@ class ControlPlane:
         self._start_apiserver()
 
     def check_alive(self) -> None:
-        for srv in (self.etcd, self.apiserver, self.kcm):
+        for srv in (self.etcd, self.apiserver, self.kcm, self.kube_scheduler):
             if srv is not None:
                 srv.check_alive()
 
@@ -167,7 +215,7 @@ class ControlPlane:
                 f"--etcd-servers={self.etcd_url}",
                 f"--secure-port={self.api_port}",
                 "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--advertise-address={self.advertise_address}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
@@ -182,10 +230,24 @@ class ControlPlane:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",
+                *self._kubelet_flags(),
             ],
             self.workdir / "kube-apiserver.log",
         ).start()
         self.apiserver.wait_until(self._readyz, timeout=90, what="/readyz")
+
+    def _kubelet_flags(self) -> list[str]:
+        pki = self.pki
+        if not self.kubelet_access or pki is None:
+            return []
+        assert pki.kubelet_client_cert is not None
+        assert pki.kubelet_client_key is not None
+        return [
+            f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+            f"--kubelet-client-key={pki.kubelet_client_key}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _ssl_context(self) -> ssl.SSLContext:
         pki = self.pki
@@ -216,7 +278,7 @@ class ControlPlane:
                 f"--kubeconfig={self.kubeconfig}",
                 "--leader-elect=false",
                 "--secure-port=0",
-                f"--controllers={KCM_CONTROLLERS}",
+                f"--controllers={','.join([KCM_CONTROLLERS, *self.extra_controllers])}",
                 f"--service-account-private-key-file={pki.sa_key}",
                 f"--root-ca-file={pki.ca_cert}",
                 "--concurrent-job-syncs=5",
@@ -230,6 +292,28 @@ class ControlPlane:
             return True
 
         self.kcm.wait_until(default_sa, timeout=60, what="default ServiceAccount")
+
+    def _start_scheduler(self) -> None:
+        self.kube_scheduler = Server(
+            "kube-scheduler",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--v=1",
+            ],
+            self.workdir / "kube-scheduler.log",
+        ).start()
+
+        def scheduler_running() -> bool:
+            # The scheduler has no port here: it is up once it has not died for a moment and
+            # the apiserver answers (it needs nothing else to start scheduling).
+            return self._readyz()
+
+        self.kube_scheduler.wait_until(scheduler_running, timeout=30, what="kube-scheduler")
 
     def token_kubeconfig(self, *, path: Path, token: str) -> Path:
         """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
