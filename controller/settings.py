@@ -16,6 +16,16 @@ probes and Prometheus reach the pod IP, so the Deployment passes ``--bind-addres
 
 Namespaces: ``--namespace a --namespace b`` (or ``OPENBAO_BACKUP_NAMESPACES=a,b``) watches
 those namespaces with one reflector each; no namespace, or ``*``, watches all.
+
+Executor images: the controller runs its own ``--executor-image`` and, besides it, only the
+images of ``--executor-image-allowlist`` (repeatable and comma-separated, or
+``OPENBAO_BACKUP_EXECUTOR_IMAGE_ALLOWLIST=a,b``; default: empty, so only its own image). An
+entry is an exact image reference (``ghcr.io/acme/openbao-backup@sha256:<digest>``,
+``ghcr.io/acme/openbao-backup:0.2.0``) or a prefix ending in ``*`` right after ``/``, ``:`` or
+``@`` (``ghcr.io/acme/openbao-backup@sha256:*``, ``registry.acme.internal/openbao/*``); ``*``
+alone trusts every image and turns the check off. References are compared as written. The rule
+is applied by :mod:`controller.backup.decide.images`; it covers every container of every Job the
+controller creates (``spec.backup.executor.image``, ``spec.backup.verify.openbaoImage``).
 """
 
 from __future__ import annotations
@@ -76,6 +86,7 @@ class Settings:
 
     # Backup manager
     executor_image: str = "ghcr.io/openbao-backup/openbao-backup:0.1.0"
+    executor_image_allowlist: tuple[str, ...] = ()  # images trusted besides executor_image
     job_ttl_seconds: int = 86400  # finished executor Jobs are kept this long (results recorded)
     operation_lock_seconds: int = 60  # per-cluster operation Lease duration; renewed every 1/3
 
@@ -101,6 +112,8 @@ class Settings:
             raise ConfigError("timeouts must be positive")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"log format must be json or console, not {self.log_format!r}")
+        for entry in self.executor_image_allowlist:
+            _check_image_pattern(entry)
         self.bind_host_port  # validates  # noqa: B018
 
     @property
@@ -115,13 +128,30 @@ class Settings:
         return not self.namespaces
 
 
-def _split_namespaces(values: Sequence[str]) -> tuple[str, ...]:
+def _check_image_pattern(entry: str) -> None:
+    """An allowlist entry: an image reference, or a prefix ending in ``/*``, ``:*``, ``@*``."""
+    if not entry or any(ch.isspace() for ch in entry):
+        raise ConfigError(f"executor image allowlist entry {entry!r} is empty or has blanks")
+    if "*" in entry[:-1]:
+        raise ConfigError(f"executor image allowlist entry {entry!r}: '*' only at the end")
+    if entry.endswith("*") and entry != "*" and entry[-2] not in "/:@":
+        raise ConfigError(
+            f"executor image allowlist entry {entry!r}: a prefix must end in '/*', ':*' or "
+            "'@*' (e.g. ghcr.io/acme/openbao-backup@sha256:*), so it cannot also trust "
+            "another repository whose name merely starts the same"
+        )
+
+
+def _split_list(values: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for value in values:
         out.extend(part.strip() for part in value.split(",") if part.strip())
-    if "*" in out:
-        return ()
     return tuple(dict.fromkeys(out))
+
+
+def _split_namespaces(values: Sequence[str]) -> tuple[str, ...]:
+    out = _split_list(values)
+    return () if "*" in out else out
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -171,6 +201,14 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         # Parsed as text: numbers are converted (with a ConfigError) in parse(), so a bad
         # environment value is reported the same way as a bad flag.
         p.add_argument(flag, default=env_or(attr, None), metavar=typ.__name__.upper())
+    p.add_argument(
+        "--executor-image-allowlist",
+        action="append",
+        default=None,
+        metavar="IMAGE",
+        help="an executor image to trust besides --executor-image: an exact reference, or a "
+        "prefix ending in '/*', ':*' or '@*' (repeatable, comma-separated)",
+    )
     p.add_argument("--lease-namespace", default=env_or("lease_namespace", env.get("POD_NAMESPACE")))
     p.add_argument("--log-format", choices=["json", "console"], default=env_or("log_format", None))
     p.add_argument(
@@ -190,9 +228,13 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     if raw_namespaces is None:
         env_ns = env.get(_ENV_PREFIX + "NAMESPACES")
         raw_namespaces = [env_ns] if env_ns else []
-    values: dict[str, object] = {}
+    raw_allowlist = ns.executor_image_allowlist
+    if raw_allowlist is None:
+        env_allowlist = env.get(_ENV_PREFIX + "EXECUTOR_IMAGE_ALLOWLIST")
+        raw_allowlist = [env_allowlist] if env_allowlist else []
+    values: dict[str, object] = {"executor_image_allowlist": _split_list(raw_allowlist)}
     for key, value in vars(ns).items():
-        if key == "namespaces" or value is None:
+        if key in ("namespaces", "executor_image_allowlist") or value is None:
             continue
         values[key] = value
     try:

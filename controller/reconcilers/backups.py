@@ -67,6 +67,7 @@ from controller.backup.act.probe import probe_openbao
 from controller.backup.act.status import StatusWriter
 from controller.backup.decide import conditions as cond
 from controller.backup.decide.failures import Failure, Kind, Step
+from controller.backup.decide.images import ImagePolicy
 from controller.backup.decide.jobresult import JobPhase
 from controller.backup.decide.records import (
     PENDING,
@@ -214,7 +215,8 @@ class BackupManager:
             run.backup_status.update(triggered.backup_status)
         run.backup_status.update(planned.backup_status)
         drilled = await self._drills(run, cluster)
-        config_error = "; ".join(e for e in (planned.invalid, drilled.invalid) if e)
+        untrusted = "; ".join(d.executor_image.problems(cluster.backup))
+        config_error = "; ".join(e for e in (planned.invalid, drilled.invalid, untrusted) if e)
 
         blocked: str | None = None
         if not active:
@@ -351,7 +353,7 @@ def build(ctx: Context) -> BackupManager:
             duration_seconds=s.operation_lock_seconds,
         ),
         probe=probe_openbao,
-        executor_image=s.executor_image,
+        executor_image=ImagePolicy(default=s.executor_image, allowlist=s.executor_image_allowlist),
         job_ttl_seconds=s.job_ttl_seconds,
     )
     return BackupManager(deps=deps)

@@ -21,6 +21,7 @@ from controller.backup.act.fresh import FreshView
 from controller.backup.act.lock import OperationLock
 from controller.backup.act.status import StatusWriter
 from controller.backup.decide import names
+from controller.backup.decide.images import ImagePolicy
 from controller.backup.decide.preflight import HealthProbe
 from controller.backup.decide.vocabulary import (
     JOB_NAME_LABEL,
@@ -88,7 +89,7 @@ class Deps:
     events: EventRecorder
     lock: OperationLock
     probe: Probe
-    executor_image: str
+    executor_image: ImagePolicy  # the controller's executor image and the images it trusts
     job_ttl_seconds: int
     now: Callable[[], dt.datetime] = utcnow
     metrics: dict[str, BackupMetrics] = field(default_factory=dict)

@@ -5,6 +5,9 @@ Guarantees:
 * the record launched is the oldest Pending one (:func:`~..decide.records.next_pending`); a
   scheduled record past its ``startingDeadlineSeconds`` ends ``Failed``/``MissedSchedule``
   (counted as missed, not as a failed run) and the next one is considered;
+* the Job manifest is built before anything else, so a spec that cannot produce one (e.g. an
+  executor image the controller does not trust: ``ExecutorImageNotAllowed``) fails the record
+  without a probe, a lock or a Job;
 * a Job is created only after the preflight passed (OpenBao reachable, initialised,
   unsealed, with an active node) AND this run holds the cluster's operation lock; blocked work
   stays Pending with a ``Blocked`` condition and a ``PreflightBlocked`` event, and says when
@@ -86,6 +89,16 @@ async def launch(
     ns, rec = cluster.namespace, name_of(record)
     job_name = names.job_name(record=rec, purpose=BACKUP)
     if deps.job_of(namespace=ns, record=rec, purpose=BACKUP) is None:
+        # Built first: a spec that cannot produce a Job (an untrusted image, say) fails the
+        # record before anything is probed or locked.
+        body = build_job(
+            cluster=cluster,
+            record=record,
+            job_name=job_name,
+            purpose="backup",
+            image=deps.executor_image,
+            ttl_seconds_after_finished=deps.job_ttl_seconds,
+        )
         probe = await deps.probe(address=cluster.address, ca_pem=await openbao_ca(deps, cluster))
         verdict = assess(probe)
         if verdict.verdict is not Verdict.READY:
@@ -95,14 +108,6 @@ async def launch(
         if not attempt.held:
             assert attempt.retry_at is not None
             return Blocked("LockHeld", attempt.message, attempt.retry_at)
-        body = build_job(
-            cluster=cluster,
-            record=record,
-            job_name=job_name,
-            purpose="backup",
-            image=deps.executor_image,
-            ttl_seconds_after_finished=deps.job_ttl_seconds,
-        )
         with contextlib.suppress(AlreadyExists):
             await deps.api.create(path=JOB.path(namespace=ns), body=body)
     raw_target = thaw(((cluster_obj.get("spec") or {}).get("backup") or {}).get("target") or {})

@@ -6,6 +6,9 @@ Guarantees:
   ``sys/leader``): the controller holds no OpenBao credentials. It never raises for a network
   or HTTP problem; it reports it (``reachable=False`` with the error class), so a flaky
   cluster blocks the backup instead of crashing the reconcile;
+* redirects are never followed: the probe reads only the address the spec names (which
+  :mod:`controller.backup.decide.addresses` keeps off link-local and metadata addresses), so
+  an answer redirecting elsewhere (e.g. to 169.254.169.254) is reported, not fetched;
 * TLS is verified against the given CA bundle or the system store; it is never disabled.
   Contexts are built once per CA bundle and cached (building one costs ~20 ms of CPU), and
   plain ``http://`` addresses build none.
@@ -57,12 +60,13 @@ async def probe_openbao(
                     "uninitcode": "200",
                     "drsecondarycode": "200",
                 },
+                allow_redirects=False,
             ) as resp:
                 status = resp.status
                 health: dict[str, Any] = await resp.json(content_type=None)
             leader: dict[str, Any] = {}
             if health.get("initialized") and not health.get("sealed"):
-                async with http.get(f"{base}/v1/sys/leader") as resp:
+                async with http.get(f"{base}/v1/sys/leader", allow_redirects=False) as resp:
                     if resp.status == 200:
                         leader = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:

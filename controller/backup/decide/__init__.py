@@ -12,7 +12,9 @@ Modules, in the order one backup meets them:
 
 * :mod:`.vocabulary`  every label, annotation, finalizer and phase name, defined once;
 * :mod:`.timing`      every timing constant, each with its trade-off;
-* :mod:`.spec`        OpenBaoCluster spec -> typed, validated values (:mod:`.validation`);
+* :mod:`.spec`        OpenBaoCluster spec -> typed, validated values (:mod:`.validation`,
+  :mod:`.addresses`: no link-local or metadata addresses);
+* :mod:`.images`      which images the controller puts into a pod (the allowlist);
 * :mod:`.schedule`    which cron window is due, missed windows, the next window;
 * :mod:`.trigger`     the manual trigger annotation and how values coalesce;
 * :mod:`.records`     OpenBaoBackup records: views, the next one to launch, new bodies;

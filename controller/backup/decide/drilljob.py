@@ -13,6 +13,9 @@ Guarantees:
 * or, for a cluster that auto-unseals, the live cluster's ``seal`` stanza (a Secret or
   ConfigMap the user names) is mounted into the scratch server only, which then unseals the
   restored copy by itself;
+* both images are trusted ones (:class:`~.images.ImagePolicy`): the executor's as in
+  :func:`~.jobspec.build_job`, the scratch server's ``openbaoImage`` the built-in default or an
+  allowlisted one; otherwise :class:`~.images.ImageNotAllowed` and no manifest;
 * everything else (hardening, labels, finalizers, deadline, storage and auth wiring) is
   :func:`~.jobspec.build_job`'s, with purpose ``drill``.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controller.backup.decide.images import ImagePolicy, policy_of
 from controller.backup.decide.jobspec import RestoreRun, build_job
 from controller.backup.decide.spec import ClusterSpec, Target, parse_target
 from executor import contract as c
@@ -37,13 +41,14 @@ def build_drill_job(
     cluster: ClusterSpec,
     record: Mapping[str, Any],
     job_name: str,
-    image: str,
+    image: str | ImagePolicy,
     ttl_seconds_after_finished: int,
 ) -> JSON:
     backup = cluster.backup
     assert backup is not None, "a drill needs spec.backup"
     assert backup.verify is not None, "a drill needs spec.backup.verify"
     verify = backup.verify
+    openbao_image = policy_of(image).openbao_image(verify.openbao_image)
     key = str((record.get("status") or {}).get("key") or "")
     target = backup.target
     raw_target = (record.get("status") or {}).get("target")
@@ -115,7 +120,7 @@ def build_drill_job(
     executor["volumeMounts"].append({"name": "drill", "mountPath": DRILL_DIR})
     server: JSON = {
         "name": "openbao",
-        "image": verify.openbao_image,
+        "image": openbao_image,
         "command": ["/bin/sh", "-c", c.DRILL_SERVER_SCRIPT],
         "env": [{"name": k, "value": v} for k, v in server_env.items()],
         "volumeMounts": server_mounts,

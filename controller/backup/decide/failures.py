@@ -10,7 +10,9 @@ Guarantees:
                       record keeps its phase.
       Kind.TERMINAL   retrying cannot fix it: the API server refused an object we built (400,
                       422), or the spec cannot produce a valid one (SpecError, ValueError).
-                      The record ends Failed with reason ``<Kind>Rejected`` / ``InvalidSpec``.
+                      The record ends Failed with reason ``<Kind>Rejected`` / ``InvalidSpec``,
+                      or ``ExecutorImageNotAllowed`` when the spec names an image the
+                      controller does not trust (:mod:`.images`).
       Kind.BUG        anything else. The record ends Failed with reason ``InternalError`` and
                       the exception class; ``openbao_backup_reconcile_errors_total`` counts it.
 
@@ -28,6 +30,7 @@ import enum
 from dataclasses import dataclass
 
 from controller import errors
+from controller.backup.decide.images import IMAGE_NOT_ALLOWED, ImageNotAllowed
 from controller.backup.decide.jobresult import clean
 from controller.backup.decide.spec import SpecError
 
@@ -121,6 +124,8 @@ def classify(exc: BaseException) -> Failure:
                 ambiguous=isinstance(exc, AMBIGUOUS_ERRORS),
             )
         return Failure(Kind.TERMINAL, f"{kind_of_path(exc.path)}Rejected", text)
+    if isinstance(exc, ImageNotAllowed):
+        return Failure(Kind.TERMINAL, IMAGE_NOT_ALLOWED, text)
     if isinstance(exc, SpecError | ValueError):
         return Failure(Kind.TERMINAL, "InvalidSpec", text)
     if isinstance(exc, TimeoutError):

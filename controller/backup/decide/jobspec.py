@@ -19,7 +19,10 @@ Guarantees:
   executor's own deadline (``OBB_TIMEOUT``) is set below it so a report is always written;
 * credentials are only REFERENCED (``envFrom.secretRef``, secret volumes): the controller never
   reads a Secret; environment variable names come from :mod:`executor.contract`, the single
-  definition of the contract.
+  definition of the contract;
+* the executor image is the controller's own or one its operator trusts
+  (:class:`~.images.ImagePolicy`, ``--executor-image-allowlist``): a spec naming another image
+  raises :class:`~.images.ImageNotAllowed` and no manifest is built, whatever the purpose.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from controller.backup.decide.images import ImagePolicy, policy_of
 from controller.backup.decide.names import fit_label
 from controller.backup.decide.spec import Auth, ClusterSpec, KeyRef, Target
 from controller.backup.decide.vocabulary import (
@@ -89,7 +93,7 @@ def build_job(
     record: Mapping[str, Any],
     job_name: str,
     purpose: Purpose,
-    image: str,
+    image: str | ImagePolicy,
     ttl_seconds_after_finished: int,
     delete_keys: Sequence[str] = (),
     target_override: Target | None = None,
@@ -98,9 +102,12 @@ def build_job(
     owner: Resource = OPENBAO_BACKUP,
 ) -> JSON:
     """The Job for ``purpose`` of ``record`` (an OpenBaoBackup, or for ``verify`` and
-    ``restore`` an OpenBaoRestore: ``owner=OPENBAO_RESTORE``) of ``cluster``."""
+    ``restore`` an OpenBaoRestore: ``owner=OPENBAO_RESTORE``) of ``cluster``. ``image`` is the
+    controller's :class:`~.images.ImagePolicy` (a plain reference trusts that image alone);
+    :class:`~.images.ImageNotAllowed` if the spec names an image it does not trust."""
     backup = cluster.backup
     assert backup is not None, "build_job needs a cluster with spec.backup"
+    executor_image = policy_of(image).executor_image(backup.executor.image)
     assert (restore is not None) == (purpose in ("verify", "restore", "drill")), "what to restore"
     target = target_override or backup.target
     meta = record["metadata"]
@@ -228,7 +235,7 @@ def build_job(
     ex = backup.executor
     container: JSON = {
         "name": "executor",
-        "image": ex.image or image,
+        "image": executor_image,
         "command": ["python", "-m", "executor", purpose],
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
         "volumeMounts": mounts,

@@ -9,6 +9,9 @@ Guarantees:
   resource quantities through :mod:`.validation`, which mirrors the CRD's rules), so an
   object written before a schema change (or with validation bypassed) becomes a clear
   condition instead of a crash;
+* ``spec.address`` and ``spec.backup.target.endpoint`` are never link-local or cloud-metadata
+  addresses unless ``spec.allowLinkLocalAddresses`` is true (:mod:`.addresses`, the same rule
+  as the CRD's admission), so such a cluster is never probed nor backed up;
 * defaults that the CRD cannot express live here, in one place: the OpenBao address
   ``https://<name>.<namespace>.svc:8200``, retention ``maxAge`` parsing, the executor's
   deadline (:data:`DEFAULT_ACTIVE_DEADLINE`).
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.backup.decide import validation
+from controller.backup.decide.addresses import ALLOW_FIELD, address_problems
 from controller.backup.decide.drill import Marker, Verify, parse_marker, parse_verify
 
 Provider = Literal["s3", "gcs", "azure"]
@@ -266,7 +270,14 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterSpec:
     tls = spec.get("tls") or {}
     backup: BackupSpec | None = None
     raw_backup = spec.get("backup")
+    allow = spec.get(ALLOW_FIELD) is True
+    problems += address_problems(path="spec.address", address=spec.get("address"), allow=allow)
     if isinstance(raw_backup, Mapping):
+        problems += address_problems(
+            path="spec.backup.target.endpoint",
+            address=(raw_backup.get("target") or {}).get("endpoint"),
+            allow=allow,
+        )
         target = (
             _target(raw_backup.get("target") or {}, problems) if raw_backup.get("target") else None
         )
