@@ -41,10 +41,12 @@ import os
 import shutil
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from devenv import realnode_host as host
+from devenv import realnode_iptables as iptables
 from devenv import realnode_net as net
 from devenv.certs import issue_cert
 from devenv.controlplane import (
@@ -57,10 +59,9 @@ from devenv.procs import Server, ServerError, free_port
 from devenv.realnode_containerd import Containerd
 from devenv.realnode_images import LocalImage, cache_root, pause_image
 from devenv.realnode_journal import RUN_DIR, HostLock, Journal
-from devenv.realnode_kube import CGROUP_ROOT, start_kube_proxy, start_kubelet
+from devenv.realnode_kube import CGROUP_ROOT, node_ready, start_kube_proxy, start_kubelet
 
 NODE_NAME = "obb-realnode"
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 SCRATCH = RUN_DIR / "run"
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "socat", "iptables",
               "iptables-save", "iptables-restore", "ip", "conntrack", "gcc")  # fmt: skip
@@ -137,7 +138,7 @@ class RealNode:
                 if problems:
                     raise ServerError("could not undo a previous run: " + "; ".join(problems))
                 leftovers.discard()
-            unclean = host.leftover_rules()
+            unclean = iptables.leftover_rules()
             if host.link_exists(net.BRIDGE):
                 unclean.append(f"bridge {net.BRIDGE} exists")
             if unclean:
@@ -167,14 +168,20 @@ class RealNode:
         }
 
     def start(self, *, control_plane: ControlPlane) -> RealNode:
+        """Bring the node up on a started control plane; on failure, undo it all and raise."""
         cp = control_plane
+        if self._stopped or self.control_plane is not None:
+            raise ServerError("a RealNode starts once; prepare() a new one")
         if not (cp.advertise_address == net.GATEWAY and cp.kubelet_access and cp.scheduler):
             raise ServerError("start the ControlPlane with **RealNode.control_plane_options()")
         self.control_plane = cp
         try:
             self._start(cp)
-        except BaseException:
-            self.stop()
+        except BaseException as exc:
+            try:
+                self.stop()
+            except ServerError as cleanup:
+                exc.add_note(f"and undoing the bring-up failed too: {cleanup}")
             raise
         return self
 
@@ -203,11 +210,9 @@ class RealNode:
             cni_conf_dir=SCRATCH / "net.d",
             sandbox_image=self.pause.ref,
             log_path=self.workdir / "containerd.log",
+            on_start=lambda pid: j.note_process("containerd", pid),
         )
-        self._start_containerd()
-        if self.containerd.purge_containers():  # a crashed run's records: CRI must forget them
-            self.containerd.stop()
-            self._start_containerd()
+        self.containerd.start_clean()
         self.timings["containerd"] = time.monotonic() - t0
         t0 = time.monotonic()
         self.containerd.import_image(self.pause.archive, self.pause.ref)
@@ -232,7 +237,8 @@ class RealNode:
         )  # fmt: skip
         j.note_process("kube-proxy", self.kube_proxy.pid)
         self.expose(cp.api_port)
-        self.kubelet.wait_until(self._node_ready, timeout=120, what="Node Ready and schedulable")
+        ready: Callable[[], bool] = lambda: node_ready(cp, NODE_NAME)  # noqa: E731
+        self.kubelet.wait_until(ready, timeout=120, what="Node Ready and schedulable")
         self.kube_proxy.wait_until(
             lambda: _http_ok(f"http://127.0.0.1:{proxy_healthz}/healthz"),
             timeout=60,
@@ -240,25 +246,6 @@ class RealNode:
         )
         self.timings["node_ready"] = time.monotonic() - t0
         self.timings["start"] = time.monotonic() - t_all
-
-    def _start_containerd(self) -> None:
-        assert self.containerd is not None
-        self.containerd.start()
-        assert self.containerd.server is not None
-        self.journal.note_process("containerd", self.containerd.server.pid)
-
-    def _node_ready(self) -> bool:
-        assert self.control_plane is not None
-        node = self.control_plane.get(f"/api/v1/nodes/{NODE_NAME}")
-        spec, status = node.get("spec") or {}, node.get("status") or {}
-        assert isinstance(spec, dict)
-        assert isinstance(status, dict)
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        taints = {t.get("key") for t in spec.get("taints") or []}
-        return ready and not spec.get("unschedulable") and NOT_READY_TAINT not in taints
 
     def stop(self) -> None:
         """Stop everything and restore the host; idempotent. Raises if something is left."""
@@ -331,21 +318,11 @@ class RealNode:
         out = {}
         for name, srv in procs.items():
             if srv is not None and srv.alive():
-                out[name] = _rss(srv.pid)
+                out[name] = host.rss(srv.pid)
         if self.containerd is not None:
             shims = host.shim_pids(self.containerd.address)
-            out["containerd-shims"] = sum(_rss(pid) for pid in shims)
+            out["containerd-shims"] = sum(host.rss(pid) for pid in shims)
         return out
-
-
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _http_ok(url: str) -> bool:

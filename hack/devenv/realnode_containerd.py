@@ -26,6 +26,7 @@ import socket
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,7 @@ class Containerd:
     cni_conf_dir: Path
     sandbox_image: str
     log_path: Path
+    on_start: Callable[[int], None] | None = None  # gets the PID at once (the journal)
     server: Server | None = field(default=None, init=False)
 
     @property
@@ -144,8 +146,20 @@ class Containerd:
         self.server = Server(
             "containerd", ["containerd", "--config", str(config)], self.log_path
         ).start()
+        if self.on_start is not None:
+            self.on_start(self.server.pid)
         self.server.wait_until(self._serving, timeout=30, what="containerd socket")
         return self
+
+    def start_clean(self) -> int:
+        """Start, and if a crashed run left containers in the persistent metadata, delete them
+        and restart (the CRI plugin caches what it found at start). Returns how many."""
+        self.start()
+        purged = self.purge_containers()
+        if purged:
+            self.stop()
+            self.start()
+        return purged
 
     def _serving(self) -> bool:
         with socket.socket(socket.AF_UNIX) as s:

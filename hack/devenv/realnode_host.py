@@ -6,9 +6,8 @@ Guarantees:
   a no-op (so crash recovery can replay a whole journal without knowing how far a run got);
 * processes are identified by PID **and** their kernel start time, so a recycled PID is never
   signalled; containerd shims are matched by their ``-address`` argument (our socket only);
-* cgroups, mounts and iptables rules are touched only under our own cgroup root, our own
-  directories, our own comment, and the ``KUBE-*`` / ``CNI-*`` chains the kubelet and
-  kube-proxy create (``purge_kube_chains``).
+* cgroups and mounts are touched only under our own cgroup root and our own directories
+  (iptables: ``devenv.realnode_iptables``).
 
 Test/dev infrastructure for Linux as root, not product code.
 """
@@ -26,10 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-RULE_COMMENT = "openbao-backup-realnode"
 CGROUP_FS = Path("/sys/fs/cgroup")
-_CHAIN_PREFIXES = ("KUBE-", "CNI-")
-_TABLES = ("filter", "nat", "mangle", "raw")
 
 
 class HostError(RuntimeError):
@@ -252,61 +248,12 @@ def delete_bridge(name: str) -> None:
         run(["ip", "link", "del", name])
 
 
-# -- iptables -------------------------------------------------------------------------------
-
-
-def ensure_rule(binary: str, table: str, chain: str, spec: list[str], *, first: bool) -> None:
-    """Add ``spec`` (tagged with our comment) to ``chain`` unless it is already there."""
-    tagged = [*spec, "-m", "comment", "--comment", RULE_COMMENT]
-    check = [binary, "-w", "-t", table, "-C", chain, *tagged]
-    if subprocess.run(check, capture_output=True, check=False).returncode == 0:
-        return
-    where = ["-I", chain, "1"] if first else ["-A", chain]
-    run([binary, "-w", "-t", table, *where, *tagged])
-
-
-def ours(line: str) -> bool:
-    """An iptables-save line the real node (or its kubelet / kube-proxy / CNI) owns."""
-    if line.startswith(":"):
-        return line[1:].startswith(_CHAIN_PREFIXES)
-    if not line.startswith("-A "):
-        return False
-    words = line.split()
-    if words[1].startswith(_CHAIN_PREFIXES) or RULE_COMMENT in line:
-        return True
-    return any(
-        w in ("-j", "-g") and nxt.startswith(_CHAIN_PREFIXES)
-        for w, nxt in itertools.pairwise(words)
-    )
-
-
-def purge_kube_chains() -> list[str]:
-    """Remove our rules and every KUBE-*/CNI-* chain (and jumps to them), IPv4 and IPv6.
-
-    Each table that has any is rewritten atomically with ``iptables-restore``; returns what
-    was removed (for the log)."""
-    removed = []
-    for family in ("iptables", "ip6tables"):
-        save, restore = f"{family}-save", f"{family}-restore"
-        for table in _TABLES:
-            try:
-                dump = run([save, "-t", table])
-            except (HostError, FileNotFoundError):
-                continue
-            lines = dump.splitlines()
-            drop = [ln for ln in lines if ours(ln)]
-            if not drop:
-                continue
-            keep = [ln for ln in lines if not ours(ln) and not ln.startswith("#")]
-            run([restore, "-w"], input_text="\n".join(keep) + "\n")
-            removed += [f"{save} {table}: {ln}" for ln in drop]
-    return removed
-
-
-def leftover_rules() -> list[str]:
-    """Every line of iptables-save / ip6tables-save the real node would own (empty when clean)."""
-    found = []
-    for save in ("iptables-save", "ip6tables-save"):
-        with contextlib.suppress(HostError, FileNotFoundError):
-            found += [f"{save}: {ln}" for ln in run([save]).splitlines() if ours(ln)]
-    return found
+def rss(pid: int) -> int:
+    """Resident memory of a process in bytes (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

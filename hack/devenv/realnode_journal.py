@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from devenv import realnode_host as host
+from devenv import realnode_iptables as iptables
 
 LOCK_PATH = Path("/run/openbao-backup-realnode.lock")
 RUN_DIR = Path("/run/openbao-backup-realnode")
@@ -148,7 +149,7 @@ class Journal:
                 problems.append(str(exc))
         if self.of("iptables"):
             try:
-                host.purge_kube_chains()
+                iptables.purge_kube_chains()
             except host.HostError as exc:
                 problems.append(str(exc))
         # 7. Sysctls back to what they were before the first run touched them.

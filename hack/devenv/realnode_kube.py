@@ -23,11 +23,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from devenv.controlplane import ControlPlane
 from devenv.procs import Server, free_port
 from devenv.realnode_net import GATEWAY, POD_SUBNET
 
 CGROUP_ROOT = "obb-realnode"
 KUBELET_PORT = 10250
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+
+
+def node_ready(cp: ControlPlane, name: str) -> bool:
+    """The Node is Ready, schedulable and without the not-ready taint."""
+    node = cp.get(f"/api/v1/nodes/{name}")
+    spec, status = node.get("spec") or {}, node.get("status") or {}
+    assert isinstance(spec, dict)
+    assert isinstance(status, dict)
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    taints = {t.get("key") for t in spec.get("taints") or []}
+    return ready and not spec.get("unschedulable") and NOT_READY_TAINT not in taints
 
 
 def kubelet_config(

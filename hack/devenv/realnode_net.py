@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devenv import realnode_host as host
+from devenv import realnode_iptables as iptables
 from devenv.procs import Server
 from devenv.realnode_journal import Journal
 
@@ -99,7 +100,7 @@ def bring_up(journal: Journal) -> None:
     journal.note("iptables", rules=[r[:3] for r in ISOLATION_RULES])
     # Inserted in reverse so that, each going first, they end up in the order listed.
     for binary, table, chain, rule in reversed(ISOLATION_RULES):
-        host.ensure_rule(binary, table, chain, rule, first=True)
+        iptables.ensure_rule(binary, table, chain, rule, first=True)
     # Service traffic between pods on one bridge needs bridged frames to see iptables; the
     # bridge plugin turns on ip_forward itself (isGateway); set it here so the node is usable
     # before the first pod.

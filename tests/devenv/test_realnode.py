@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 from devenv import realnode_host as host
+from devenv import realnode_iptables as iptables
 from devenv import realnode_net as net
-from devenv.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane, binaries_dir
 from devenv.procs import ServerError
 from devenv.realnode import HOST_PATHS, SCRATCH, RealNode
 from devenv.realnode_images import probe_image
@@ -44,7 +45,7 @@ def host_state() -> dict[str, Any]:
     """What a real node may change on the host, as comparable data."""
     return {
         "links": sorted(os.listdir("/sys/class/net")),
-        "rules": host.leftover_rules(),
+        "rules": iptables.leftover_rules(),
         "sysctls": {k: host.sysctl_get(k) for k in net.SYSCTLS},
         "paths": {p: os.path.exists(p) for p, _ in HOST_PATHS},
         "cgroups": [str(h) for h in host.cgroup_hierarchies() if (h / CGROUP_ROOT).exists()],
@@ -132,7 +133,7 @@ def wait_phase(kubectl: Kubectl, ns: str, pod: str, phase: str, timeout: float =
 def rule_packets(table: str, chain: str) -> int:
     """Packets our tagged rules in ``table``/``chain`` have matched."""
     out = host.run(["iptables", "-w", "-t", table, "-L", chain, "-v", "-x", "-n"])
-    return sum(int(ln.split()[0]) for ln in out.splitlines() if host.RULE_COMMENT in ln)
+    return sum(int(ln.split()[0]) for ln in out.splitlines() if iptables.RULE_COMMENT in ln)
 
 
 def tls_names_ok(addr: str, port: int, ca: Path, name: str) -> bool:
@@ -251,7 +252,7 @@ def test_real_pods_jobs_and_a_clean_host_afterwards(tmp_path: Path) -> None:
 CRASHING_RUN = """
 import json, sys, time
 from pathlib import Path
-from devenv.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane, binaries_dir
 from devenv.realnode import RealNode
 from devenv.realnode_images import probe_image
 
@@ -333,3 +334,28 @@ def test_a_sigkilled_run_is_undone_by_the_next(tmp_path: Path) -> None:
 def test_a_machine_without_the_prerequisites_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match=r"the real node needs: .*kubelet"):
         RealNode.prepare(workdir=tmp_path, bin_dir=tmp_path)
+
+
+def test_a_failed_bring_up_undoes_itself(tmp_path: Path) -> None:
+    """A kubelet that dies at once: start() fails with its log, and the host is as before."""
+    before = host_state()
+    real = binaries_dir()
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for binary in real.iterdir():
+        (bins / binary.name).symlink_to(binary)
+    (bins / "kubelet").unlink()
+    (bins / "kubelet").write_text("#!/bin/sh\necho 'kubelet: broken on purpose' >&2\nexit 3\n")
+    (bins / "kubelet").chmod(0o755)
+    node = RealNode.prepare(workdir=tmp_path / "node", bin_dir=bins)
+    cp = ControlPlane(workdir=tmp_path / "cp", bin_dir=real, **node.control_plane_options())
+    try:
+        cp.start()
+        with pytest.raises(ServerError, match="broken on purpose"):
+            node.start(control_plane=cp)
+        node.stop()  # already stopped by the failed start: a no-op
+    finally:
+        cp.stop()
+    assert not JOURNAL.exists()
+    assert host_state() == before
+    RealNode.prepare(workdir=tmp_path / "again", lock_timeout=0).stop()  # the lock is free
