@@ -55,7 +55,8 @@ KCM_CONTROLLERS = ",".join(
 )
 # What a real node additionally needs: workloads (deployment, replicaset, statefulset, daemonset,
 # cronjob), Service endpoints for kube-proxy, node health (node-lifecycle removes the
-# not-ready taint; taint-eviction acts on NoExecute) and PodDisruptionBudgets.
+# not-ready taint; taint-eviction acts on NoExecute), PodDisruptionBudgets, and the rules of the
+# aggregated admin/edit/view ClusterRoles.
 REAL_NODE_CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
@@ -68,6 +69,7 @@ REAL_NODE_CONTROLLERS = (
     "node-lifecycle-controller",
     "taint-eviction-controller",
     "disruption-controller",
+    "clusterrole-aggregation-controller",
 )
 
 

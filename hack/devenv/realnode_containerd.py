@@ -11,7 +11,9 @@ Guarantees:
   ``/usr/lib/cni``, netns mounts under our state dir;
 * ``import_image(archive, ref)`` imports a docker-archive into the ``k8s.io`` namespace only if
   ``ref`` is not already there with the same image config digest (recorded as a label), tags
-  it as ``ref`` and returns whether it imported;
+  it as ``ref`` and returns whether it imported; an image no name points to any more (the CRI
+  plugin's ``sha256:`` alias of a replaced build) is removed, so the cache does not grow with
+  every rebuild;
 * ``purge_containers()`` removes every container (and task) in ``k8s.io``: at stop, and at start
   for the records a crashed run left in the persistent metadata.
 
@@ -201,7 +203,17 @@ class Containerd:
                 raise ServerError(f"{archive} names no image (no RepoTags); cannot tag {ref}")
             self.ctr("images", "tag", "--force", names[0], want)
         self.ctr("images", "label", want, f"{CONFIG_LABEL}={digest}")
+        self.prune_unnamed()
         return True
+
+    def prune_unnamed(self) -> list[str]:
+        """Remove ``sha256:<id>`` aliases whose image has no name left; returns them."""
+        rows = [line.split() for line in self.ctr("images", "ls").splitlines()[1:] if line]
+        named = {row[2] for row in rows if not row[0].startswith("sha256:")}
+        stale = [row[0] for row in rows if row[0].startswith("sha256:") and row[2] not in named]
+        if stale:
+            self.ctr("images", "rm", "--sync", *stale)
+        return stale
 
     def purge_containers(self, *, timeout: float = 30.0) -> int:
         """Kill and delete every task and container in ``k8s.io``; returns how many."""

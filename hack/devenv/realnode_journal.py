@@ -49,14 +49,17 @@ class HostLock:
 
     def acquire(self, *, timeout: float) -> HostLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        deadline = time.monotonic() + timeout
+        deadline, waited = time.monotonic() + timeout, False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                if not waited and timeout > 0:
+                    print(f"realnode: waiting up to {timeout:.0f}s for {holder}", flush=True)
+                    waited = True
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
                     os.close(fd)
                     raise HostBusy(
                         f"another real node runs on this machine (lock {self.path} held by "

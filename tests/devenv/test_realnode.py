@@ -25,11 +25,10 @@ from devenv import realnode_net as net
 from devenv.controlplane import ControlPlane, binaries_dir
 from devenv.procs import ServerError
 from devenv.realnode import HOST_PATHS, SCRATCH, RealNode
-from devenv.realnode_images import probe_image
+from devenv.realnode_containerd import archive_config_digest, normalize_ref
+from devenv.realnode_images import docker_archive, probe_image
 from devenv.realnode_journal import JOURNAL, HostBusy
 from devenv.realnode_kube import CGROUP_ROOT
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RESTRICTED = {
@@ -145,6 +144,25 @@ def tls_names_ok(addr: str, port: int, ca: Path, name: str) -> bool:
         return True
 
 
+def assert_rebuilds_replace_images(node: RealNode, tmp_path: Path) -> None:
+    """A new build under the same ref replaces the old one, which leaves the image store."""
+    assert node.containerd is not None
+    ref = "localhost/obb-test/rebuilt:1"
+    digests = []
+    for build in (b"1", b"2"):
+        archive = tmp_path / f"rebuilt-{build.decode()}.tar"
+        docker_archive(archive, ref=ref, files={"x": (build, 0o755)}, entrypoint=["/x"],
+                       user="65532:65532")  # fmt: skip
+        assert node.import_image(archive, ref) is True
+        digests.append(archive_config_digest(archive)[0])
+    listing = node.containerd.ctr("images", "ls")
+    assert digests[1] in listing
+    assert digests[0] not in listing, listing
+    node.containerd.ctr("images", "rm", ref)
+    node.containerd.prune_unnamed()
+    assert digests[1] not in node.containerd.ctr("images", "ls")
+
+
 def report(label: str, node: RealNode) -> None:
     timings = {k: round(v, 2) for k, v in node.timings.items()}
     print(f"\n[{label}] timings (s): {timings}", flush=True)
@@ -153,6 +171,7 @@ def report(label: str, node: RealNode) -> None:
 # -- tests ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_real_pods_jobs_and_a_clean_host_afterwards(tmp_path: Path) -> None:
     before = host_state()
     node = RealNode.prepare(workdir=tmp_path / "node")
@@ -167,6 +186,7 @@ def test_real_pods_jobs_and_a_clean_host_afterwards(tmp_path: Path) -> None:
         probe = probe_image()
         assert node.import_image(probe.archive, probe.ref) in (True, False)
         assert node.import_image(probe.archive, probe.ref) is False  # present: not again
+        assert_rebuilds_replace_images(node, tmp_path)
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace",
                        "metadata": {"name": "locked", "labels": RESTRICTED}})  # fmt: skip
         # A Service whose endpoint is off the machine: kube-proxy DNATs, the bridge rule drops.
@@ -254,7 +274,8 @@ import json, sys, time
 from pathlib import Path
 from devenv.controlplane import ControlPlane, binaries_dir
 from devenv.realnode import RealNode
-from devenv.realnode_images import probe_image
+from devenv.realnode_containerd import archive_config_digest, normalize_ref
+from devenv.realnode_images import docker_archive, probe_image
 
 workdir = Path(sys.argv[1])
 node = RealNode.prepare(workdir=workdir / "node")
@@ -270,6 +291,7 @@ time.sleep(3600)
 """
 
 
+@pytest.mark.integration
 def test_a_sigkilled_run_is_undone_by_the_next(tmp_path: Path) -> None:
     before = host_state()
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'hack'}:{ROOT}"}
@@ -331,11 +353,13 @@ def test_a_sigkilled_run_is_undone_by_the_next(tmp_path: Path) -> None:
     assert not JOURNAL.exists()
 
 
+@pytest.mark.integration
 def test_a_machine_without_the_prerequisites_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match=r"the real node needs: .*kubelet"):
         RealNode.prepare(workdir=tmp_path, bin_dir=tmp_path)
 
 
+@pytest.mark.integration
 def test_a_failed_bring_up_undoes_itself(tmp_path: Path) -> None:
     """A kubelet that dies at once: start() fails with its log, and the host is as before."""
     before = host_state()
@@ -359,3 +383,37 @@ def test_a_failed_bring_up_undoes_itself(tmp_path: Path) -> None:
     assert not JOURNAL.exists()
     assert host_state() == before
     RealNode.prepare(workdir=tmp_path / "again", lock_timeout=0).stop()  # the lock is free
+
+
+# -- the pure parts ------------------------------------------------------------------------------
+
+
+def test_image_refs_are_normalized_as_the_kubelet_does() -> None:
+    assert normalize_ref("openbao-backup:dev") == "docker.io/library/openbao-backup:dev"
+    assert normalize_ref("ghcr.io/o/r:1") == "ghcr.io/o/r:1"
+    assert normalize_ref("localhost/x/y") == "localhost/x/y:latest"
+    assert normalize_ref("org/app") == "docker.io/org/app:latest"
+    assert normalize_ref("r:5000/app@sha256:ab") == "r:5000/app@sha256:ab"
+
+
+def test_only_our_rules_and_kube_chains_are_purged() -> None:
+    assert iptables.ours(":KUBE-SERVICES - [0:0]")
+    assert iptables.ours("-A FORWARD -m comment --comment kubernetes -j KUBE-FORWARD")
+    assert iptables.ours("-A POSTROUTING -s 10.203.0.0/24 -g CNI-abc")
+    assert iptables.ours(
+        f"-A FORWARD -i obbr0 -m comment --comment {iptables.RULE_COMMENT} -j DROP"
+    )
+    assert not iptables.ours(":DOCKER - [0:0]")
+    assert not iptables.ours("-A FORWARD -j DOCKER-USER")
+    assert not iptables.ours(":FORWARD ACCEPT [0:0]")
+
+
+def test_docker_archives_are_reproducible(tmp_path: Path) -> None:
+    files = {"hello": (b"#!/hello\n", 0o755)}
+    for name in ("a.tar", "b.tar"):
+        docker_archive(tmp_path / name, ref="localhost/t:1", files=files, entrypoint=["/hello"],
+                       user="65532:65532")  # fmt: skip
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    digest, tags = archive_config_digest(tmp_path / "a.tar")
+    assert tags == ["localhost/t:1"]
+    assert digest.startswith("sha256:")
