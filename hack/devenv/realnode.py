@@ -31,7 +31,7 @@ Guarantees:
 * nothing listens beyond 127.0.0.1 and the bridge gateway; images are never pulled (no
   registry): ``import_image`` them, and use ``imagePullPolicy: IfNotPresent`` or ``Never``.
 
-Needs root, cgroup v1 or v2, and the packages of ``hack/install-deps.sh``. ``timings`` and
+Needs root and the packages of ``hack/install-deps.sh`` (tested on cgroup v1). ``timings`` and
 ``memory()`` report what it costs. Test/dev infrastructure, not product code.
 """
 
