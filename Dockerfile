@@ -1,16 +1,31 @@
 # One image for both the controller (`python -m controller`) and the executor
-# (`python -m executor ...`). Dependencies come from the committed, hashed lock file.
-FROM python:3.11-slim-bookworm AS build
+# (`python -m executor ...`). Dependencies come from the committed, hashed lock file
+# (requirements/runtime.txt), installed OFFLINE from a wheelhouse prepared next to this file:
+#
+#   python3 -m pip download --require-hashes --only-binary=:all: -d wheelhouse \
+#       -r requirements/runtime.txt -r hack/images/build-requirements.txt
+#   docker build --network none -t ghcr.io/openbao-backup/openbao-backup:0.1.0 .
+#
+# (hack/devenv/images.py does both, with a local base image, and caches the result.) The
+# wheelhouse also holds the project's build backend, so nothing is fetched during the build.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
+COPY wheelhouse /wheelhouse
 COPY requirements/runtime.txt requirements/runtime.txt
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
+ && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse \
+      --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY controller controller
 COPY executor executor
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
+# The project itself (its build backend from the wheelhouse too), then pip and setuptools leave
+# the runtime venv: nothing installs anything at run time.
+RUN /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse --no-deps . \
+ && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
