@@ -70,6 +70,7 @@ RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
 
 PRODUCT_REF = "ghcr.io/openbao-backup/openbao-backup:0.1.0"
 BASE_REPO = "openbao-backup-base"
+BUILD_STAGE_REF = "openbao-backup-build:cache"  # the Dockerfile's build stage, kept as cache
 KEY_LABEL = "org.openbao-backup.devenv.inputs"
 CGROUP_PARENT = "openbao-backup-images"
 DOCKER = "/usr/bin/docker"
@@ -576,10 +577,16 @@ def build_product(t: Timings) -> ImageArchive:
                 with t.stage("build"):
                     log = cache_dir() / "logs" / f"build-{key}.log"
                     log.unlink(missing_ok=True)
+                    build = [DOCKER, "build", "--network", "none", "--force-rm",
+                             "--build-arg", f"BASE_IMAGE={base.ref}"]  # fmt: skip
+                    # The build stage gets a tag of its own: otherwise its layers (the
+                    # dependency install) are dangling images, pruned below, and never reused.
                     _run(
-                        [DOCKER, "build", "--network", "none", "--force-rm",
-                         "--build-arg", f"BASE_IMAGE={base.ref}",
-                         "--label", f"{KEY_LABEL}={key}", "-t", PRODUCT_REF, str(ctx)],
+                        [*build, "--target", "build", "-t", BUILD_STAGE_REF, str(ctx)],
+                        log=log, what="docker build (build stage)", env=docker.env(),
+                    )  # fmt: skip
+                    _run(
+                        [*build, "--label", f"{KEY_LABEL}={key}", "-t", PRODUCT_REF, str(ctx)],
                         log=log, what="docker build", env=docker.env(),
                     )  # fmt: skip
                 with t.stage("save"):
