@@ -87,6 +87,8 @@ MAY_APPEAR: frozenset[CallKey] = frozenset(
         # finish: the pod's finalizer list changed under the JSON patch's test (the Job
         # controller dropping its tracking finalizer): re-read and retry (kube/finalizers.py)
         ("GET", "pods", ""),
+        # best-effort events (BackupSucceeded/BackupFailed when a result is recorded)
+        ("POST", "events", ""),
     }
 )
 """Calls that happen or not depending on informer timing; allowed in an inventory."""
