@@ -32,8 +32,8 @@ fi
 # The real-node lane (hack/devenv/realnode.py): containerd + runc run real pods, dockerd
 # (on a private data root) builds the images, debootstrap makes the base image from Debian's
 # packages, CNI plugins give the pod bridge, socat forwards loopback servers onto it.
-realnode_pkgs=(docker.io containerd runc debootstrap iptables containernetworking-plugins socat conntrack)
-if ! need containerd || ! need dockerd || ! need debootstrap || ! need socat || ! need conntrack \
+realnode_pkgs=(docker.io containerd runc debootstrap iptables containernetworking-plugins socat conntrack binutils)
+if ! need containerd || ! need dockerd || ! need debootstrap || ! need socat || ! need conntrack || ! need strip \
    || [[ ! -x /usr/lib/cni/bridge ]]; then
   if need apt-get; then
     echo "install-deps: installing the real-node packages (${realnode_pkgs[*]})" >&2
@@ -42,7 +42,7 @@ if ! need containerd || ! need dockerd || ! need debootstrap || ! need socat || 
     apt-get install -y -qq --no-install-recommends "${realnode_pkgs[@]}" >/dev/null
   fi
 fi
-for tool in go node npm python3 promtool containerd dockerd runc debootstrap iptables socat conntrack; do
+for tool in go node npm python3 promtool containerd dockerd runc debootstrap iptables socat conntrack strip gcc; do
   need "$tool" || { echo "install-deps: $tool is required and could not be installed" >&2; exit 1; }
 done
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11, 3))' || {

@@ -24,7 +24,13 @@ import anyio
 
 from controller.errors import OpenBaoBackupError
 from controller.kube.client import KubeApi
-from controller.kube.resources import OPENBAO_BACKUP, OPENBAO_CLUSTER, OPENBAO_RESTORE, POD
+from controller.kube.resources import (
+    OPENBAO_BACKUP,
+    OPENBAO_CLUSTER,
+    OPENBAO_RESTORE,
+    POD,
+    Resource,
+)
 from controller.plugin import views
 
 JSON = dict[str, Any]
@@ -35,26 +41,32 @@ TERMINAL = ("Succeeded", "Failed")
 PLUGIN_TRIGGER = "kubectl-openbao-backup"
 
 
+async def _create(
+    api: KubeApi, *, resource: Resource, namespace: str, prefix: str, spec: JSON
+) -> JSON:
+    body = {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": {"generateName": f"{prefix[:40]}-"},
+        "spec": spec,
+    }
+    return await api.create(path=resource.path(namespace=namespace), body=body)
+
+
 async def create_backup(api: KubeApi, *, namespace: str, cluster: str) -> JSON:
     await api.get(path=OPENBAO_CLUSTER.path(namespace=namespace, name=cluster))  # 404 early
-    body = {
-        "apiVersion": OPENBAO_BACKUP.api_version,
-        "kind": OPENBAO_BACKUP.kind,
-        "metadata": {"generateName": f"{cluster[:40]}-kubectl-"},
-        "spec": {"cluster": cluster, "trigger": PLUGIN_TRIGGER},
-    }
-    return await api.create(path=OPENBAO_BACKUP.path(namespace=namespace), body=body)
+    spec = {"cluster": cluster, "trigger": PLUGIN_TRIGGER}
+    return await _create(
+        api, resource=OPENBAO_BACKUP, namespace=namespace, prefix=f"{cluster}-kubectl", spec=spec
+    )
 
 
 async def create_restore(api: KubeApi, *, namespace: str, cluster: str, backup: str) -> JSON:
     await api.get(path=OPENBAO_BACKUP.path(namespace=namespace, name=backup))  # 404 early
-    body = {
-        "apiVersion": OPENBAO_RESTORE.api_version,
-        "kind": OPENBAO_RESTORE.kind,
-        "metadata": {"generateName": f"{cluster[:40]}-restore-"},
-        "spec": {"cluster": cluster, "backupName": backup},
-    }
-    return await api.create(path=OPENBAO_RESTORE.path(namespace=namespace), body=body)
+    spec = {"cluster": cluster, "backupName": backup}
+    return await _create(
+        api, resource=OPENBAO_RESTORE, namespace=namespace, prefix=f"{cluster}-restore", spec=spec
+    )
 
 
 async def wait(

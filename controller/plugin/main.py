@@ -97,31 +97,23 @@ async def _run(args: argparse.Namespace) -> int:
             _say(views.cluster_status(obj, recs, now=now))
             return 0
         if args.command == "backup":
-            rec = await commands.create_backup(api, namespace=ns, cluster=args.cluster)
-            name = rec["metadata"]["name"]
-            _say(f"openbaobackup/{name} created")
-            if not args.wait:
-                return 0
-            path = OPENBAO_BACKUP.path(namespace=ns, name=name)
-            done = await commands.wait(
-                api, path=path, say=_say, follow_logs=True, timeout=args.timeout
+            created = await commands.create_backup(api, namespace=ns, cluster=args.cluster)
+            resource, follow = OPENBAO_BACKUP, True
+        else:
+            created = await commands.create_restore(
+                api, namespace=ns, cluster=args.cluster, backup=args.backup
             )
-            _say(views.outcome(done))
-            return 0 if (done.get("status") or {}).get("phase") == "Succeeded" else 1
-        rst = await commands.create_restore(
-            api, namespace=ns, cluster=args.cluster, backup=args.backup
-        )
-        name = rst["metadata"]["name"]
-        _say(f"openbaorestore/{name} created")
+            resource, follow = OPENBAO_RESTORE, False
+        name = created["metadata"]["name"]
+        _say(f"{resource.kind.lower()}/{name} created")
         if not args.wait:
             return 0
-        path = OPENBAO_RESTORE.path(namespace=ns, name=name)
+        path = resource.path(namespace=ns, name=name)
         done = await commands.wait(
-            api, path=path, say=_say, follow_logs=False, timeout=args.timeout
+            api, path=path, say=_say, follow_logs=follow, timeout=args.timeout
         )
-        st = done.get("status") or {}
-        _say(f"openbaorestore/{name} {st.get('phase')}: {st.get('message') or ''}".rstrip())
-        return 0 if st.get("phase") == "Succeeded" else 1
+        _say(views.outcome(done))
+        return 0 if (done.get("status") or {}).get("phase") == "Succeeded" else 1
     finally:
         await api.client.close()
 

@@ -155,16 +155,16 @@ def progress_line(event: Mapping[str, Any]) -> str | None:
     return f"streaming: {done} so far ({rate}/s)"
 
 
-def outcome(record: Mapping[str, Any]) -> str:
-    """The last line of ``backup --wait``."""
-    st = record.get("status") or {}
-    name = _get(record, "metadata", "name")
+def outcome(obj: Mapping[str, Any]) -> str:
+    """The last line of ``--wait``: a backup's key, size and digest, or why it failed; a
+    restore's phase and message."""
+    st = obj.get("status") or {}
+    name = f"{str(obj.get('kind') or 'OpenBaoBackup').lower()}/{_get(obj, 'metadata', 'name')}"
+    if obj.get("kind") == "OpenBaoRestore":
+        return f"{name} {st.get('phase')}: {_text(st.get('message'))}"
     if st.get("phase") == "Succeeded":
         return (
-            f"openbaobackup/{name} Succeeded: {st.get('key')} ({size(st.get('size'))}, "
+            f"{name} Succeeded: {st.get('key')} ({size(st.get('size'))}, "
             f"sha256 {str(st.get('sha256') or NONE)[:12]}…, verified)"
         )
-    return (
-        f"openbaobackup/{name} {st.get('phase')}: {_text(st.get('failureReason'))}: "
-        f"{_text(st.get('message'))}"
-    )
+    return f"{name} {st.get('phase')}: {_text(st.get('failureReason'))}: {_text(st.get('message'))}"

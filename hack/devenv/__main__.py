@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,14 +53,7 @@ class Env:
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
         assert self.cp is not None
-        proc = subprocess.run(
-            [str(self.cp.kubectl), "--kubeconfig", str(self.cp.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=stdin,
-            check=False,
-            timeout=120,
-        )
+        proc = self.cp.run_kubectl(*args, stdin=stdin)
         if check and proc.returncode != 0:
             raise ServerError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout

@@ -131,6 +131,19 @@ class ControlPlane:
     def kubectl(self) -> Path:
         return self.bin_dir / "kubectl"
 
+    def run_kubectl(
+        self, *args: str, stdin: str | None = None, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``kubectl ARGS`` as admin against this control plane; the caller reads the exit."""
+        return subprocess.run(
+            [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            check=False,
+            timeout=timeout,
+        )
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> ControlPlane:

@@ -73,14 +73,7 @@ class Kubectl:
         self.cp = cp
 
     def __call__(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
-        proc = subprocess.run(
-            [str(self.cp.kubectl), "--kubeconfig", str(self.cp.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=stdin,
-            check=False,
-            timeout=120,
-        )
+        proc = self.cp.run_kubectl(*args, stdin=stdin)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout + ("" if check else proc.stderr)

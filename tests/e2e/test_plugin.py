@@ -13,6 +13,7 @@ import pytest
 from devenv.controlplane import ControlPlane
 
 from tests.e2e.conftest import JWT_MOUNT, Env
+from tests.e2e.test_restore import restore_role
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +39,7 @@ async def run_plugin(cp: ControlPlane, *args: str) -> subprocess.CompletedProces
 
 
 async def test_backup_list_status_restore(env: Env, control_plane: ControlPlane) -> None:
-    role = f"plugin-{env.namespace}"
-    env.openbao.jwt_role(
-        mount=JWT_MOUNT,
-        role=role,
-        subject=f"system:serviceaccount:{env.namespace}:default",
-        audience="openbao",
-        policy=env.openbao.setup_restore_policy(),
-    )
+    role = restore_role(env)
     await env.create_cluster("bao", auth={"jwt": {"mount": JWT_MOUNT, "role": role}})
     ns = env.namespace
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -60,14 +59,7 @@ class Cluster:
     logs: dict[str, str] = field(default_factory=dict)
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
-        proc = subprocess.run(
-            [str(self.cp.kubectl), "--kubeconfig", str(self.cp.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=stdin,
-            check=False,
-            timeout=120,
-        )
+        proc = self.cp.run_kubectl(*args, stdin=stdin)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
@@ -125,10 +117,9 @@ def realnode_cluster(
         yield world
     finally:
         try:
-            logs = subprocess.run(
-                [str(cp.kubectl), "--kubeconfig", str(cp.kubeconfig), "-n", SYSTEM_NS, "logs",
-                 "-l", "app.kubernetes.io/component=controller", "--tail=200", "--prefix"],
-                capture_output=True, text=True, check=False, timeout=30,
+            logs = cp.run_kubectl(
+                "-n", SYSTEM_NS, "logs", "-l", "app.kubernetes.io/component=controller",
+                "--tail=200", "--prefix", timeout=30,
             )  # fmt: skip
             (workdir / "controller-pods.log").write_text(logs.stdout + logs.stderr)
         finally:
