@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "hack")]
 
 from devenv.controlplane import ControlPlane  # noqa: E402
+from devenv.crds import CRD_DIR  # noqa: E402
 from devenv.procs import free_port  # noqa: E402
 
 from controller import errors  # noqa: E402
@@ -47,7 +48,7 @@ CONTROLLER = "backup-manager"
 
 
 async def install_crds(c: KubeClients) -> None:
-    for path in sorted((ROOT / "manifests" / "crds").glob("*.yaml")):
+    for path in sorted(CRD_DIR.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 with contextlib.suppress(errors.AlreadyExists):

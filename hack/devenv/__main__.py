@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from devenv.controlplane import ControlPlane
+from devenv.crds import CRD_DIR
 from devenv.nodeagent import LOCAL_NODE_LABEL, NodeAgentProcess
 from devenv.openbao import OpenBao, start_openbao
 from devenv.procs import ServerError
@@ -69,7 +70,7 @@ class Env:
                 kubeconfig=self.cp.kubeconfig, workdir=self.workdir / "node-agent"
             ).start()
             step(f"node agent ready: Node {self.agent.node_name} ({time.monotonic() - t0:.1f}s)")
-        self.kubectl("apply", "-f", str(ROOT / "manifests" / "crds"))
+        self.kubectl("apply", "-f", str(CRD_DIR))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         step("CRDs applied and established")
         self.bao = start_openbao(self.workdir)

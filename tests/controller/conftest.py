@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from devenv.controlplane import ControlPlane
+from devenv.crds import CRD_DIR
 
 from controller import errors
 from controller.kube.client import KubeClients, connect
@@ -119,11 +120,11 @@ async def widget_crd(control_plane: ControlPlane) -> Crd:
 
 @pytest.fixture(scope="session")
 async def backup_crds(control_plane: ControlPlane) -> None:
-    """The project's CRDs from manifests/crds/, plus loose stand-ins for any not written yet."""
+    """The project's CRDs from charts/openbao-backup/crds/, plus loose stand-ins for any not written yet."""
     c = await connect(settings_for(control_plane))
     try:
         present: set[str] = set()
-        for path in sorted((ROOT / "manifests" / "crds").glob("*.yaml")):
+        for path in sorted(CRD_DIR.glob("*.yaml")):
             for doc in yaml.safe_load_all(path.read_text()):
                 if doc and doc.get("kind") == "CustomResourceDefinition":
                     await apply_crd(c, doc)

@@ -1,4 +1,4 @@
-"""Static checks of manifests/crds (no server): the rules the pure deciders rely on are the
+"""Static checks of the CRDs in charts/openbao-backup/crds (no server): the rules the pure deciders rely on are the
 same text in the CRDs, every CEL rule has a message, nothing preserves unknown fields, and no
 Secret reference can name a namespace."""
 

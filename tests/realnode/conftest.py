@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from devenv.controlplane import SA_ISSUER, ControlPlane
+from devenv.crds import CRD_DIR
 from devenv.images import product_image
 from devenv.openbao import OpenBao
 from devenv.realnode import RealNode
@@ -108,7 +109,7 @@ def realnode_cluster(
             mount=JWT_MOUNT, public_key_pem=cp.pki.sa_pub.read_text(), issuer=SA_ISSUER
         )
         # Installed as the README says: the shipped CRDs and Deployment, nothing else.
-        world.kubectl("apply", "-f", str(ROOT / "manifests" / "crds"))
+        world.kubectl("apply", "-f", str(CRD_DIR))
         world.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         world.kubectl("apply", "-f", str(ROOT / "manifests" / "deploy"))
         world.kubectl(
