@@ -120,7 +120,8 @@ async def widget_crd(control_plane: ControlPlane) -> Crd:
 
 @pytest.fixture(scope="session")
 async def backup_crds(control_plane: ControlPlane) -> None:
-    """The project's CRDs from charts/openbao-backup/crds/, plus loose stand-ins for any not written yet."""
+    """The project's CRDs (charts/openbao-backup/crds/), plus loose stand-ins for any not
+    written yet."""
     c = await connect(settings_for(control_plane))
     try:
         present: set[str] = set()

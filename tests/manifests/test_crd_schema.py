@@ -1,6 +1,6 @@
-"""Static checks of the CRDs in charts/openbao-backup/crds (no server): the rules the pure deciders rely on are the
-same text in the CRDs, every CEL rule has a message, nothing preserves unknown fields, and no
-Secret reference can name a namespace."""
+"""Static checks of the CRDs in charts/openbao-backup/crds (no server): the rules the pure
+deciders rely on are the same text in the CRDs, every CEL rule has a message, nothing preserves
+unknown fields, and no Secret reference can name a namespace."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ Guarantees:
 
 * :func:`parse_cluster` is pure and total: it returns a :class:`ClusterSpec` or raises
   :class:`SpecError` listing every problem found (each naming the field), never a KeyError;
-* the CRD schema (charts/openbao-backup/crds) already refuses most bad input at admission; this parser
-  re-checks what the controller relies on (the shapes of labels, selectors, tolerations and
+* the CRD schema (charts/openbao-backup/crds) already refuses most bad input at admission;
+  this parser re-checks what the controller relies on (the shapes of labels, selectors,
+  tolerations and
   resource quantities through :mod:`.validation`, which mirrors the CRD's rules), so an
   object written before a schema change (or with validation bypassed) becomes a clear
   condition instead of a crash;

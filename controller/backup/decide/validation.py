@@ -6,7 +6,8 @@ Guarantees:
   never an exception; an empty list means the API server accepts the value in a pod spec;
 * each problem reads ``"<field path>: <what is wrong and what is allowed>"``, with map keys as
   ``path[key]`` and list items as ``path[index]``, as the API server prints them;
-* the rules are the CRD's admission rules (charts/openbao-backup/crds/backup.openbao.org_openbaoclusters.yaml),
+* the rules are the CRD's admission rules
+  (charts/openbao-backup/crds/backup.openbao.org_openbaoclusters.yaml),
   which mirror Kubernetes' pod validation (label keys and values, annotation keys, tolerations,
   resource names and quantities), so an object written before the CRD had them, or with
   validation bypassed, becomes a clear condition instead of a Job the API server refuses on
