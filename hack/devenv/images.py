@@ -55,6 +55,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import tomllib
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ DOCKER = "/usr/bin/docker"
 DOCKERD = "/usr/sbin/dockerd"
 # Bump to invalidate every cached image (also covers what this module passes to docker).
 _BASE_BUILDER = "images-base/1"
-_PRODUCT_BUILDER = "images-product/1"
+_PRODUCT_BUILDER = "images-product/2"
 _KEEP_ARCHIVES = 3
 _DEBIAN_SUITES = {"bookworm", "bookworm-updates", "bookworm-security"}
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -578,7 +579,8 @@ def build_product(t: Timings) -> ImageArchive:
                     log = cache_dir() / "logs" / f"build-{key}.log"
                     log.unlink(missing_ok=True)
                     build = [DOCKER, "build", "--network", "none", "--force-rm",
-                             "--build-arg", f"BASE_IMAGE={base.ref}"]  # fmt: skip
+                             "--build-arg", f"BASE_IMAGE={base.ref}",
+                             "--build-arg", f"VERSION={project_version()}"]  # fmt: skip
                     # The build stage gets a tag of its own: otherwise its layers (the
                     # dependency install) are dangling images, pruned below, and never reused.
                     _run(
@@ -598,6 +600,12 @@ def build_product(t: Timings) -> ImageArchive:
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
     return result
+
+
+def project_version() -> str:
+    """The version pyproject.toml declares (the image's OCI version label)."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
 
 
 def product_image() -> ImageArchive:

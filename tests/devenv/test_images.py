@@ -32,12 +32,14 @@ from devenv.images import (
     product_image,
     product_inputs,
     product_key,
+    project_version,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 UID = "65532:65532"
+OCI = "org.opencontainers.image."
 
 # Runs inside the image: what the controller and the executor need, as JSON on stdout.
 PROBE = r"""
@@ -142,6 +144,12 @@ def test_image_config_is_the_dockerfiles(image: ImageArchive) -> None:
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert cfg["Labels"][KEY_LABEL] == image.key
+    oci = {k.removeprefix(OCI): v for k, v in cfg["Labels"].items() if k.startswith(OCI)}
+    assert oci["version"] == project_version()
+    assert oci["licenses"] == "Apache-2.0"
+    assert oci["source"].startswith("https://")
+    assert oci["base.name"].startswith("openbao-backup-base:")  # the build arg reached it
+    assert {"title", "description", "revision"} <= oci.keys()
 
 
 # -- the cache -----------------------------------------------------------------------------------
