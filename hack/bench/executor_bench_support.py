@@ -1,0 +1,203 @@
+"""Pieces of ``executor_throughput.py``: a served snapshot, measured children, the servers.
+
+* :class:`FakeOpenBao` serves ``sys/leader``, ``sys/health``, ``lookup-self`` and one snapshot
+  file with chunked encoding, the way OpenBao streams a snapshot;
+* :func:`run_child` runs one process and returns ITS rusage (``os.wait4`` of that pid): CPU
+  seconds (user + system) and peak RSS (``ru_maxrss``), so every figure is per run;
+* :class:`Stores` starts moto, fake-gcs-server and Azurite (hack/devenv/storage.py) and
+  empties them between uploads so every upload sees the same server state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import threading
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+from devenv.storage import (
+    MOTO_ACCESS_KEY,
+    MOTO_REGION,
+    MOTO_SECRET_KEY,
+    StorageServer,
+    azurite_connection_string,
+    create_gcs_bucket,
+    start_azurite,
+    start_fake_gcs,
+    start_moto,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+_SERVE_CHUNK = 1 << 20
+
+
+class FakeOpenBao:
+    """Serves sys/leader, sys/health, lookup-self and the snapshot file (chunked)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> FakeOpenBao:
+        app = web.Application()
+        app.router.add_get("/v1/sys/leader", self.leader)
+        app.router.add_get("/v1/sys/health", self.health)
+        app.router.add_get("/v1/auth/token/lookup-self", self.lookup)
+        app.router.add_get("/v1/sys/storage/raft/snapshot", self.snapshot)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{int(self.runner.addresses[0][1])}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def leader(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {"ha_enabled": True, "is_self": True, "leader_address": self.url, "active_time": "t0"}
+        )
+
+    async def health(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {"initialized": True, "sealed": False, "standby": False, "version": "bench"}
+        )
+
+    async def lookup(self, _: web.Request) -> web.Response:
+        return web.json_response({"data": {}})
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/gzip"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        with self.path.open("rb") as f:
+            while chunk := await loop.run_in_executor(None, f.read, _SERVE_CHUNK):
+                await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+
+@dataclass(frozen=True)
+class Child:
+    code: int
+    out: str
+    err: str
+    peak_rss_mib: float
+    cpu_seconds: float
+
+
+async def run_child(argv: list[str], env: dict[str, str]) -> Child:
+    """Run ``argv``; its exit code, output and OWN rusage (``os.wait4`` on its pid: the child
+    is started with Popen, not asyncio, whose child watcher would reap it first)."""
+
+    def wait() -> Child:
+        proc = subprocess.Popen(
+            argv, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+
+        def drain(name: str, stream: IO[bytes]) -> None:
+            for line in iter(stream.readline, b""):
+                chunks[name].append(line)
+
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        threads = [
+            threading.Thread(target=drain, args=("out", proc.stdout)),
+            threading.Thread(target=drain, args=("err", proc.stderr)),
+        ]
+        for t in threads:
+            t.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        for t in threads:
+            t.join()
+        return Child(
+            code=proc.returncode,
+            out=b"".join(chunks["out"]).decode(),
+            err=b"".join(chunks["err"]).decode(),
+            peak_rss_mib=usage.ru_maxrss / 1024,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+        )
+
+    return await asyncio.to_thread(wait)
+
+
+class Stores:
+    """One running emulator per target; ``fresh`` gives an empty bucket for the next upload.
+
+    Azurite's in-memory store never gives deleted blobs back (it stops at ~12.6 GB), so it is
+    restarted for every upload; moto is reset (``/moto-api/reset``); fake-gcs-server's
+    objects are deleted (its memory backend frees them)."""
+
+    def __init__(self, work: Path, targets: list[str]) -> None:
+        self.work = work
+        self.servers: dict[str, StorageServer] = {}
+        self.targets = targets
+
+    def start(self) -> None:
+        self.stop()
+        starters = {"s3": start_moto, "gcs": start_fake_gcs, "azure": start_azurite}
+        for t in self.targets:
+            self.servers[t] = starters[t](self.work)
+
+    def stop(self) -> None:
+        for srv in self.servers.values():
+            srv.stop()
+        self.servers.clear()
+
+    def endpoint(self, target: str) -> str:
+        return self.servers[target].endpoint
+
+    def fresh(self, target: str, bucket: str) -> None:
+        endpoint = self.endpoint(target)
+        if target == "s3":
+            req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+            urllib.request.urlopen(req, timeout=60).close()
+            import boto3
+
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=MOTO_REGION,
+                aws_access_key_id=MOTO_ACCESS_KEY,
+                aws_secret_access_key=MOTO_SECRET_KEY,
+            ).create_bucket(Bucket=bucket)
+        elif target == "gcs":
+            self._empty_gcs(endpoint)
+            create_gcs_bucket(endpoint, bucket)
+        else:
+            self.servers[target].stop()
+            self.servers[target] = start_azurite(self.work)
+            from azure.storage.blob import BlobServiceClient
+
+            svc = BlobServiceClient.from_connection_string(
+                azurite_connection_string(self.endpoint(target))
+            )
+            svc.create_container(bucket)
+
+    @staticmethod
+    def _empty_gcs(endpoint: str) -> None:
+        with urllib.request.urlopen(f"{endpoint}/storage/v1/b", timeout=60) as resp:
+            buckets = [b["name"] for b in json.loads(resp.read()).get("items", [])]
+        for bucket in buckets:
+            url = f"{endpoint}/storage/v1/b/{bucket}/o"
+            with urllib.request.urlopen(url, timeout=60) as resp:
+                names = [o["name"] for o in json.loads(resp.read()).get("items", [])]
+            for name in names:
+                quoted = urllib.parse.quote(name, safe="")
+                req = urllib.request.Request(f"{url}/{quoted}", method="DELETE")
+                urllib.request.urlopen(req, timeout=60).close()
+            req = urllib.request.Request(f"{endpoint}/storage/v1/b/{bucket}", method="DELETE")
+            urllib.request.urlopen(req, timeout=60).close()
