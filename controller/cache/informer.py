@@ -15,7 +15,12 @@ Guarantees:
 * :meth:`Informer.has_synced` is true once every reflector completed its first list;
 * optional periodic resync calls ``on_update(obj, obj)`` for every cached object, from the
   cache, with no API calls;
-* objects handed to handlers and readers are deep-frozen (see :mod:`controller.cache.store`).
+* objects handed to handlers and readers are deep-frozen and projected: the resource's
+  :class:`~controller.cache.projection.Projection` (documented in
+  :mod:`controller.cache.projection`) decides which fields the cache keeps;
+* each listed page is projected and frozen as it arrives (:meth:`Informer.prepare`), so a
+  list never holds the raw objects of more than one page; an unchanged object (same
+  ``resourceVersion``) is shared with the cache instead of copied.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from controller.cache.projection import projection_for
 from controller.cache.reflector import Reflector, ReflectorStats, WatchOptions
 from controller.cache.store import IndexFunc, JSONObject, Store, StoreReader, key_of
 from controller.kube.client import KubeApi
@@ -61,7 +67,7 @@ class Informer:
     ) -> None:
         self.resource = resource
         self._clock: Clock = clock or RealClock()
-        self._store = Store(indexers=indexers)
+        self._store = Store(indexers=indexers, projection=projection_for(resource))
         self._handlers: list[Handlers] = []
         self._resync_period = resync_period
         self._metrics = InformerMetrics(resource.display)
@@ -135,7 +141,10 @@ class Informer:
                     self._call(h.on_update, obj, obj)
 
     # -- ReflectorSink ---------------------------------------------------------------------
-    def replace(self, *, namespace: str | None, objects: list[JSON]) -> None:
+    def prepare(self, obj: JSON) -> JSONObject:
+        return self._store.prepare(obj)
+
+    def replace(self, *, namespace: str | None, objects: Sequence[JSONObject]) -> None:
         seen: set[str] = set()
         for obj in objects:
             old, new = self._store._upsert(obj)
@@ -156,7 +165,7 @@ class Informer:
             self._metrics.set_synced(True)
             self._log.info("synced", objects=len(self._store))
 
-    def apply(self, *, event_type: str, obj: JSON) -> None:
+    def apply(self, *, event_type: str, obj: JSONObject) -> None:
         if event_type == "DELETED":
             gone = self._store._delete(key_of(obj))
             if gone is not None:

@@ -2,10 +2,14 @@
 
 Guarantees (client-go's ListAndWatch, re-done for asyncio):
 
-* it lists in pages (``limit``/``continue``; a continue token that expired restarts the list
-  unpaginated), hands the complete list to the sink as one ``replace``, then watches from
-  the list's ``resourceVersion`` with ``allowWatchBookmarks=true`` and a server-side
-  ``timeoutSeconds`` drawn at random from ``[timeout_min, timeout_max]``;
+* it lists in pages of ``page_size`` (``limit``/``continue``) and hands each item to the
+  sink's ``prepare`` as its page arrives (projected and frozen), so a list holds at most one
+  page of raw objects beside the cache, never a second copy of everything; the complete
+  list goes to the sink as one ``replace``;
+* a continue token that expired (410 on a later page) restarts the paginated list from the
+  first page, at most :data:`MAX_EXPIRED_RESTARTS` times, then lists once unpaginated;
+* it then watches from the list's ``resourceVersion`` with ``allowWatchBookmarks=true`` and
+  a server-side ``timeoutSeconds`` drawn at random from ``[timeout_min, timeout_max]``;
 * it remembers the ``resourceVersion`` of every event and bookmark; a watch that ends
   normally is re-opened from there at once;
 * the client watchdog is ``aiohttp.ClientTimeout(sock_read=inactivity_timeout)``: a stream
@@ -24,13 +28,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
 
 from controller import errors
+from controller.cache.store import JSONObject
 from controller.kube.client import KubeApi
 from controller.kube.errors import from_status
 from controller.kube.resources import Resource
@@ -42,9 +47,21 @@ from controller.queue.clock import Clock, RealClock
 JSON = dict[str, Any]
 
 
+LIST_PAGE_SIZE = 500
+"""Objects per list page (client-go's default). A page is the transient peak of a list (its
+raw JSON and parsed objects, about 10 KB each, beside the cache); smaller pages lower that
+peak but cost a round trip each (66 requests for 33,000 objects at 500)."""
+
+MAX_EXPIRED_RESTARTS = 2
+"""Paginated restarts after an expired continue token before one unpaginated list. A restart
+keeps the peak at one page, but a list that takes longer than etcd's compaction interval
+would expire every time; the unpaginated list always completes, holding the whole raw answer
+once."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class WatchOptions:
-    page_size: int = 500
+    page_size: int = LIST_PAGE_SIZE
     timeout_min: int = 300
     timeout_max: int = 600
     inactivity_timeout: float = 75.0
@@ -56,11 +73,15 @@ class WatchOptions:
 
 
 class ReflectorSink(Protocol):
-    def replace(self, *, namespace: str | None, objects: list[JSON]) -> None:
-        """The complete current list for ``namespace`` (None: all namespaces)."""
+    def prepare(self, obj: JSON) -> JSONObject:
+        """``obj`` as the sink will store it (listed objects are prepared page by page)."""
         ...
 
-    def apply(self, *, event_type: str, obj: JSON) -> None:
+    def replace(self, *, namespace: str | None, objects: Sequence[JSONObject]) -> None:
+        """The complete current list for ``namespace`` (None: all namespaces), prepared."""
+        ...
+
+    def apply(self, *, event_type: str, obj: JSONObject) -> None:
         """One watch event: ``ADDED``, ``MODIFIED`` or ``DELETED``."""
         ...
 
@@ -73,6 +94,8 @@ class ReflectorStats:
     restarts: Counter[str] = field(default_factory=Counter)  # reason -> count
     events: int = 0
     watches_opened: int = 0
+    pages: int = 0  # list pages received
+    expired_continues: int = 0  # lists restarted because a continue token expired
 
 
 class _Stalled(Exception):
@@ -81,6 +104,10 @@ class _Stalled(Exception):
 
 class _ShortWatch(Exception):
     """The watch closed almost at once without delivering anything."""
+
+
+class _ContinueExpired(Exception):
+    """A later page of a paginated list answered 410: its snapshot was compacted."""
 
 
 class Reflector:
@@ -168,7 +195,7 @@ class Reflector:
                 await self._clock.sleep(delay)
 
     async def _list(self, reason: str) -> None:
-        objects, rv = await self._list_pages(paginate=True)
+        objects, rv = await self._list_pages()
         self.synced = True  # before replace, so the sink sees every reflector's state
         self._sink.replace(namespace=self._namespace, objects=objects)
         self.last_resource_version = rv
@@ -176,8 +203,19 @@ class Reflector:
         self._metrics.listed(reason)
         self._log.debug("listed", count=len(objects), resource_version=rv, reason=reason)
 
-    async def _list_pages(self, *, paginate: bool) -> tuple[list[JSON], str]:
-        objects: list[JSON] = []
+    async def _list_pages(self) -> tuple[list[JSONObject], str]:
+        for attempt in range(1 + MAX_EXPIRED_RESTARTS):
+            try:
+                return await self._list_once(paginate=True)
+            except _ContinueExpired:
+                self.stats.expired_continues += 1
+                self._log.info("list continue token expired; listing again", attempt=attempt)
+        self._log.warning("list continue tokens keep expiring; listing without pages")
+        return await self._list_once(paginate=False)
+
+    async def _list_once(self, *, paginate: bool) -> tuple[list[JSONObject], str]:
+        """One list, prepared page by page (raw objects of one page at a time)."""
+        objects: list[JSONObject] = []
         cont = ""
         while True:
             query: list[tuple[str, str]] = []
@@ -189,16 +227,18 @@ class Reflector:
                 query.append(("continue", cont))
             try:
                 page = await self._api.request(method="GET", path=self._path, query=query)
-            except errors.Gone:
+            except errors.Gone as exc:
                 if not cont:
                     raise
-                self._log.info("list continue token expired; listing without pages")
-                return await self._list_pages(paginate=False)
+                raise _ContinueExpired() from exc
+            self.stats.pages += 1
             meta: Mapping[str, Any] = page.get("metadata") or {}
-            for item in page.get("items") or ():
+            items = page.pop("items", None) or ()
+            for item in items:
                 item.setdefault("apiVersion", self._resource.api_version)
                 item.setdefault("kind", self._resource.kind)
-                objects.append(item)
+                objects.append(self._sink.prepare(item))
+            del items, page  # the raw page goes before the next one arrives
             cont = str(meta.get("continue") or "")
             if not cont:
                 return objects, str(meta.get("resourceVersion") or "")

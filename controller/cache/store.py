@@ -2,13 +2,17 @@
 
 Guarantees:
 
-* objects are raw JSON objects as the API server sends them (``dict``), never generated
-  model classes, with ``metadata.managedFields`` removed on the way in;
+* objects enter through the resource's :class:`~controller.cache.projection.Projection`
+  (``metadata.managedFields`` and the fields no reader uses are dropped) and are stored
+  deep-frozen and compact (:mod:`controller.cache.frozen`: shared key shapes, interned
+  strings, tuples for arrays); they are never generated model classes;
 * keys are ``"namespace/name"``, or ``"name"`` for cluster-scoped objects (:func:`key_of`);
 * **objects handed out are deep-frozen** (:class:`FrozenDict` mappings, tuples for lists):
   a consumer cannot corrupt the cache, and reads cost nothing (no copy per ``get``). The
   price is one walk of each object when it enters the store. Call :func:`thaw` for a
   mutable deep copy (e.g. to build a patch, or to serialise with ``json``);
+* :meth:`Store.prepare` of an object whose key is cached with the same ``resourceVersion``
+  returns the cached object itself, so a relist holds no second copy of unchanged objects;
 * secondary indexes are registered by name as functions ``obj -> list of index values``
   and are kept exact on every add, update, delete and replace; :meth:`Store.by_index`
   returns the objects whose function returned that value;
@@ -20,61 +24,29 @@ Guarantees:
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
+
+from controller.cache.frozen import FrozenDict, freeze, thaw
+from controller.cache.projection import WHOLE, Projection, tripwire_enabled
+
+__all__ = [
+    "FrozenDict",
+    "IndexFunc",
+    "JSONObject",
+    "Store",
+    "StoreReader",
+    "freeze",
+    "key_of",
+    "namespace_index",
+    "resource_version",
+    "split_key",
+    "thaw",
+]
 
 JSONObject = Mapping[str, Any]
 IndexFunc = Callable[[JSONObject], builtins.list[str]]
-
-
-class FrozenDict(Mapping[str, Any]):
-    """An immutable, hashable-free mapping (reads only)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"FrozenDict({self._data!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenDict):
-            return self._data == other._data
-        if isinstance(other, Mapping):
-            return self._data == dict(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def freeze(value: Any) -> Any:
-    """A deep-frozen copy of a JSON value (dict -> FrozenDict, list -> tuple)."""
-    if isinstance(value, FrozenDict):
-        return value
-    if isinstance(value, Mapping):
-        return FrozenDict({str(k): freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
-    return value
-
-
-def thaw(value: Any) -> Any:
-    """A mutable deep copy of a (frozen or not) JSON value."""
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [thaw(v) for v in value]
-    return value
 
 
 def key_of(obj: JSONObject) -> str:
@@ -97,14 +69,6 @@ def resource_version(obj: JSONObject) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
-def _strip_managed_fields(obj: JSONObject) -> dict[str, Any]:
-    out = dict(obj)
-    meta = out.get("metadata")
-    if isinstance(meta, Mapping) and "managedFields" in meta:
-        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    return out
-
-
 def namespace_index(obj: JSONObject) -> list[str]:
     """Index function: the object's namespace (client-go's ``namespace`` index)."""
     return [str((obj.get("metadata") or {}).get("namespace") or "")]
@@ -123,12 +87,20 @@ class StoreReader(Protocol):
 class Store:
     """Objects by key, with named secondary indexes."""
 
-    def __init__(self, *, indexers: Mapping[str, IndexFunc] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        indexers: Mapping[str, IndexFunc] | None = None,
+        projection: Projection = WHOLE,
+        tripwire: bool | None = None,
+    ) -> None:
+        self._projection = projection
+        self._tripwire = tripwire_enabled() if tripwire is None else tripwire
         self._items: dict[str, JSONObject] = {}
         self._indexers: dict[str, IndexFunc] = {"namespace": namespace_index}
         self._indexers.update(indexers or {})
         self._indices: dict[str, dict[str, set[str]]] = {n: {} for n in self._indexers}
-        self._values: dict[str, dict[str, list[str]]] = {n: {} for n in self._indexers}
+        self._values: dict[str, dict[str, tuple[str, ...]]] = {n: {} for n in self._indexers}
 
     # -- reading -------------------------------------------------------------------------
     def get(self, key: str) -> JSONObject | None:
@@ -166,10 +138,28 @@ class Store:
         for key, obj in self._items.items():
             self._index_one(name, key, obj)
 
+    @property
+    def projection(self) -> Projection:
+        return self._projection
+
+    def prepare(self, obj: JSONObject) -> JSONObject:
+        """``obj`` as the store keeps it (projected and frozen); the cached object itself when
+        it holds the same key at the same ``resourceVersion``."""
+        if isinstance(obj, FrozenDict):
+            return obj
+        rv = resource_version(obj)
+        if rv:
+            cached = self._items.get(key_of(obj))
+            if cached is not None and resource_version(cached) == rv:
+                return cached
+        frozen: JSONObject = self._projection.apply(obj, tripwire=self._tripwire)
+        return frozen
+
     # -- writing (informer only) ---------------------------------------------------------
     def _upsert(self, obj: JSONObject) -> tuple[JSONObject | None, JSONObject]:
-        """Store ``obj``; returns (old, new) where ``new`` is the frozen stored object."""
-        frozen: JSONObject = freeze(_strip_managed_fields(obj))
+        """Store ``obj`` (raw, or from :meth:`prepare`); returns (old, new) where ``new`` is
+        the frozen stored object."""
+        frozen = self.prepare(obj)
         key = key_of(frozen)
         old = self._items.get(key)
         if old is not None:
@@ -186,7 +176,7 @@ class Store:
         return old
 
     def _index_one(self, name: str, key: str, obj: JSONObject) -> None:
-        values = builtins.list(dict.fromkeys(self._indexers[name](obj)))
+        values = tuple(dict.fromkeys(sys.intern(v) for v in self._indexers[name](obj)))
         self._values[name][key] = values
         for value in values:
             self._indices[name].setdefault(value, set()).add(key)

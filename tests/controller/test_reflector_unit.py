@@ -11,7 +11,7 @@ import aiohttp
 
 from controller import errors
 from controller.cache.informer import Informer
-from controller.cache.reflector import WatchOptions
+from controller.cache.reflector import MAX_EXPIRED_RESTARTS, WatchOptions
 from controller.cache.store import JSONObject
 from controller.kube.client import KubeApi
 from controller.kube.resources import Resource
@@ -200,15 +200,7 @@ async def test_errors_and_short_watches_back_off_exponentially() -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_paginated_list_and_expired_continue_token() -> None:
-    api, clock = ScriptedApi(), FakeClock()
-
-    pages: list[dict[str, Any] | BaseException] = [
-        {"metadata": {"continue": "c1"}, "items": [thing("a", "1")]},
-        errors.Gone("expired", status=410),
-        {"metadata": {"resourceVersion": "7"}, "items": [thing("a", "1"), thing("b", "2")]},
-    ]
-
+def scripted_pages(api: ScriptedApi, pages: list[dict[str, Any] | BaseException]) -> None:
     async def request(
         *, method: str, path: str, query: Sequence[tuple[str, str]] = ()
     ) -> dict[str, Any]:
@@ -219,13 +211,51 @@ async def test_paginated_list_and_expired_continue_token() -> None:
         return nxt
 
     api.request = request  # type: ignore[method-assign]
+
+
+async def test_paginated_list_restarts_paginated_after_an_expired_continue_token() -> None:
+    api, clock = ScriptedApi(), FakeClock()
+    scripted_pages(
+        api,
+        [
+            {"metadata": {"continue": "c1"}, "items": [thing("a", "1")]},
+            errors.Gone("expired", status=410),
+            {"metadata": {"continue": "c2"}, "items": [thing("a", "1")]},
+            {"metadata": {"resourceVersion": "7"}, "items": [thing("b", "2")]},
+        ],
+    )
     inf, seen = make(api, clock)
     task = asyncio.create_task(inf.run())
     await until(lambda: len(api.watch_queries) == 1)
-    assert dict(api.list_queries[1])["continue"] == "c1"
-    assert "limit" not in dict(api.list_queries[2])  # fell back to one unpaginated list
+    queries = [dict(q) for q in api.list_queries]
+    assert [q.get("continue") for q in queries] == [None, "c1", None, "c2"]
+    assert all(q["limit"] == "500" for q in queries)  # the restart is paginated too
     assert sorted(seen) == ["add a@1", "add b@2"]
+    assert inf.stats[0].expired_continues == 1
+    assert inf.stats[0].pages == 3
     assert rv_of(api.watch_queries[0]) == "7"
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_continue_tokens_that_keep_expiring_end_in_one_unpaginated_list() -> None:
+    api, clock = ScriptedApi(), FakeClock()
+    expiring: list[dict[str, Any] | BaseException] = []
+    for _ in range(1 + MAX_EXPIRED_RESTARTS):
+        expiring += [
+            {"metadata": {"continue": "c"}, "items": [thing("a", "1")]},
+            errors.Gone("expired", status=410),
+        ]
+    whole = {"metadata": {"resourceVersion": "9"}, "items": [thing("a", "1"), thing("b", "3")]}
+    scripted_pages(api, [*expiring, whole])
+    inf, seen = make(api, clock)
+    task = asyncio.create_task(inf.run())
+    await until(lambda: len(api.watch_queries) == 1)
+    assert "limit" not in dict(api.list_queries[-1])  # fell back to one unpaginated list
+    assert all("limit" in dict(q) for q in api.list_queries[:-1])
+    assert inf.stats[0].expired_continues == 1 + MAX_EXPIRED_RESTARTS
+    assert sorted(seen) == ["add a@1", "add b@3"]
+    assert rv_of(api.watch_queries[0]) == "9"
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

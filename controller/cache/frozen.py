@@ -1,0 +1,190 @@
+"""Deep-frozen, compact JSON values: what the informer caches hand out.
+
+Guarantees:
+
+* :func:`freeze` turns a JSON value into an immutable one: objects become
+  :class:`FrozenDict` (a read-only ``Mapping``), arrays become ``tuple``; scalars stay as
+  they are. Nothing handed out can be mutated, so readers share the cached objects without
+  copies; :func:`thaw` gives a mutable deep copy (``dict``/``list``) for building a write;
+* compact: a :class:`FrozenDict` stores its values in one tuple and its keys in a
+  :class:`Shape` shared by every mapping with the same keys in the same order (CPython's
+  "split table" idea, made explicit), so a 6-key ``metadata`` costs one tuple of 6 pointers
+  instead of a dict's hash table;
+* shared strings: every key, and every string value shorter than :data:`INTERN_MAX`
+  except those under :data:`UNIQUE_KEYS`, is interned (``sys.intern``), so the namespace,
+  label values, kinds, condition types and reasons repeated across thousands of objects are
+  held once. Interned strings die with their last user (CPython's interning is mortal);
+* equality is by content with any ``Mapping`` (``tuple`` values compare as tuples, as
+  before); a :class:`FrozenDict` is unhashable, like the ``dict`` it stands for;
+* :class:`FrozenDict` may carry a set of *guarded* keys (the cache's tripwire, see
+  :mod:`controller.cache.projection`): reading one raises :class:`DroppedFieldRead`, while
+  iteration, ``len`` and :func:`thaw` behave as if the key were absent.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+INTERN_MAX = 64
+"""String values at most this long are interned: longer ones (messages, hashes, URLs) are
+rarely repeated, and interning a unique string only adds an entry to the intern table."""
+
+UNIQUE_KEYS = frozenset({"uid", "resourceVersion"})
+"""Keys whose string values are unique per object: never worth an intern-table entry."""
+
+
+class DroppedFieldRead(AssertionError):
+    """A reader asked for a field the cache's projection drops (a bug in the projection)."""
+
+
+class Shape:
+    """The ordered keys of every :class:`FrozenDict` that has exactly these keys."""
+
+    __slots__ = ("__weakref__", "index", "keys")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.index = {k: i for i, k in enumerate(keys)}
+
+
+_SHAPES: weakref.WeakValueDictionary[tuple[str, ...], Shape] = weakref.WeakValueDictionary()
+
+
+def shape_of(keys: tuple[str, ...]) -> Shape:
+    """The one shared :class:`Shape` for ``keys`` (kept while a mapping uses it)."""
+    shape = _SHAPES.get(keys)
+    if shape is None:
+        shape = Shape(keys)
+        _SHAPES[keys] = shape
+    return shape
+
+
+def shape_count() -> int:
+    """How many distinct shapes are alive (for tests and benchmarks)."""
+    return len(_SHAPES)
+
+
+class FrozenDict(Mapping[str, Any]):
+    """An immutable, unhashable mapping whose keys live in a shared :class:`Shape`."""
+
+    __slots__ = ("_shape", "_values")
+
+    _shape: Shape
+    _values: tuple[Any, ...]
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        """A shallow frozen mapping of ``data`` (values are taken as they are)."""
+        items = dict(data or {})
+        self._shape = shape_of(tuple(sys.intern(str(k)) for k in items))
+        self._values = tuple(items.values())
+
+    @classmethod
+    def _make(cls, shape: Shape, values: tuple[Any, ...]) -> FrozenDict:
+        new = object.__new__(cls)
+        new._shape = shape
+        new._values = values
+        return new
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[self._shape.index[key]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._shape.index.get(key)
+        return default if i is None else self._values[i]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._shape.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shape.keys)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({dict(self.items())!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self) and self._shape is other._shape:
+            return self._values == other._values
+        if isinstance(other, Mapping):
+            return len(self) == len(other) and all(
+                k in other and other[k] == v for k, v in self.items()
+            )
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Callable[..., FrozenDict], tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self.items()),))
+
+
+class GuardedFrozenDict(FrozenDict):
+    """A :class:`FrozenDict` that fails loudly when a dropped key is read."""
+
+    __slots__ = ("_guarded", "_where")
+
+    _guarded: frozenset[str]
+    _where: str
+
+    @classmethod
+    def guard(cls, inner: FrozenDict, *, dropped: frozenset[str], where: str) -> GuardedFrozenDict:
+        new = object.__new__(cls)
+        new._shape, new._values = inner._shape, inner._values
+        new._guarded, new._where = dropped, where
+        return new
+
+    def _check(self, key: object) -> None:
+        if key in self._guarded:
+            raise DroppedFieldRead(
+                f"{self._where}.{key} is dropped by the cache's projection but was read "
+                "(keep it in controller/cache/projection.py)"
+            )
+
+    def __getitem__(self, key: str) -> Any:
+        self._check(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._check(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._check(key)
+        return super().__contains__(key)
+
+
+_EMPTY = FrozenDict()
+
+
+def _intern_value(key: str, value: Any) -> Any:
+    if type(value) is str and len(value) <= INTERN_MAX and key not in UNIQUE_KEYS:
+        return sys.intern(value)
+    return value
+
+
+def freeze(value: Any, _key: str = "") -> Any:
+    """A deep-frozen, compact copy of a JSON value (object -> FrozenDict, array -> tuple)."""
+    if isinstance(value, FrozenDict):
+        return value
+    if isinstance(value, Mapping):
+        if not value:
+            return _EMPTY
+        keys = tuple(sys.intern(str(k)) for k in value)
+        values = tuple(freeze(v, k) for k, v in zip(keys, value.values(), strict=True))
+        return FrozenDict._make(shape_of(keys), values)
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v, _key) for v in value)
+    return _intern_value(_key, value)
+
+
+def thaw(value: Any) -> Any:
+    """A mutable deep copy of a (frozen or not) JSON value; guarded keys are left out."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
+    return value
