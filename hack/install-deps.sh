@@ -2,7 +2,7 @@
 # Install everything the dev/test environment needs on a fresh machine of this kind:
 #   - Python deps from the committed lock (requirements/lock.txt) into .venv, via uv;
 #   - Azurite (pinned, from npm) into the cache;
-#   - kube-apiserver, kube-controller-manager, kubectl and etcd built from Go modules (cached).
+#   - kube-apiserver, kube-controller-manager, kubectl and etcd, and helm, built from Go modules (cached).
 # Idempotent: a warm machine pays a few seconds.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,3 +78,5 @@ fi
 
 # Control plane binaries (cold build only once per machine).
 bash "$root/hack/build-control-plane.sh" >/dev/null
+# helm (lints, renders and installs the chart), from its Go module, cached like the above.
+bash "$root/hack/build-helm.sh" >/dev/null
