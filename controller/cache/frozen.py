@@ -24,7 +24,6 @@ Guarantees:
 from __future__ import annotations
 
 import sys
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -43,27 +42,33 @@ class DroppedFieldRead(AssertionError):
 class Shape:
     """The ordered keys of every :class:`FrozenDict` that has exactly these keys."""
 
-    __slots__ = ("__weakref__", "index", "keys")
+    __slots__ = ("index", "keys")
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self.keys = keys
         self.index = {k: i for i, k in enumerate(keys)}
 
 
-_SHAPES: weakref.WeakValueDictionary[tuple[str, ...], Shape] = weakref.WeakValueDictionary()
+SHAPE_LIMIT = 20_000
+"""Shapes shared at most: key sets are few (one per kind of mapping, plus distinct label and
+annotation key sets), so the registry stays small; past the limit (a flood of distinct
+annotation keys) new key sets get a private shape instead of growing it without bound."""
+
+_SHAPES: dict[tuple[str, ...], Shape] = {}
 
 
 def shape_of(keys: tuple[str, ...]) -> Shape:
-    """The one shared :class:`Shape` for ``keys`` (kept while a mapping uses it)."""
+    """The shared :class:`Shape` for ``keys`` (interned strings)."""
     shape = _SHAPES.get(keys)
     if shape is None:
         shape = Shape(keys)
-        _SHAPES[keys] = shape
+        if len(_SHAPES) < SHAPE_LIMIT:
+            _SHAPES[keys] = shape
     return shape
 
 
 def shape_count() -> int:
-    """How many distinct shapes are alive (for tests and benchmarks)."""
+    """How many shapes are shared (for tests and benchmarks)."""
     return len(_SHAPES)
 
 
@@ -160,25 +165,37 @@ class GuardedFrozenDict(FrozenDict):
 _EMPTY = FrozenDict()
 
 
-def _intern_value(key: str, value: Any) -> Any:
-    if type(value) is str and len(value) <= INTERN_MAX and key not in UNIQUE_KEYS:
-        return sys.intern(value)
-    return value
+_intern = sys.intern
+_SCALARS = (int, float, bool, type(None))
 
 
 def freeze(value: Any, _key: str = "") -> Any:
-    """A deep-frozen, compact copy of a JSON value (object -> FrozenDict, array -> tuple)."""
-    if isinstance(value, FrozenDict):
+    """A deep-frozen, compact copy of a JSON value (object -> FrozenDict, array -> tuple).
+
+    ``_key`` is the key the value sits under (it decides whether a string is interned)."""
+    kind = type(value)
+    if kind is str:
+        if len(value) <= INTERN_MAX and _key not in UNIQUE_KEYS:
+            return _intern(value)
         return value
-    if isinstance(value, Mapping):
+    if kind is dict:
         if not value:
             return _EMPTY
-        keys = tuple(sys.intern(str(k)) for k in value)
-        values = tuple(freeze(v, k) for k, v in zip(keys, value.values(), strict=True))
-        return FrozenDict._make(shape_of(keys), values)
+        keys = tuple(map(_intern, value))
+        shape = _SHAPES.get(keys) or shape_of(keys)
+        new = object.__new__(FrozenDict)
+        new._shape = shape
+        new._values = tuple([freeze(v, k) for k, v in zip(keys, value.values(), strict=True)])
+        return new
+    if kind is list or kind is tuple:
+        return tuple([freeze(v, _key) for v in value])
+    if kind in _SCALARS or isinstance(value, FrozenDict):
+        return value
+    if isinstance(value, Mapping):
+        return freeze({str(k): v for k, v in value.items()}, _key)
     if isinstance(value, list | tuple):
-        return tuple(freeze(v, _key) for v in value)
-    return _intern_value(_key, value)
+        return freeze(list(value), _key)
+    return value
 
 
 def thaw(value: Any) -> Any:
