@@ -27,7 +27,8 @@ Guarantees:
 * the tripwire (``OPENBAO_BACKUP_CACHE_TRIPWIRE=1``, or ``tripwire=True``): dropped keys are
   still removed, but the mapping that held one raises
   :class:`~controller.cache.frozen.DroppedFieldRead` when a reader asks for it (``[]``,
-  ``get``, ``in``), so a test run with it on proves no reader reads a dropped field;
+  ``get``, ``in``), so a test run with it on proves no reader reads a dropped field (set it
+  to a file path to also collect every such read there);
 * ``OPENBAO_BACKUP_CACHE_PROJECTION=off`` keeps whole objects (minus ``managedFields``),
   for benchmarks that compare.
 """
@@ -40,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.cache.frozen import FrozenDict, GuardedFrozenDict, freeze, shape_of
+from controller.cache.frozen import TRIPWIRE_ENV, FrozenDict, GuardedFrozenDict, freeze, shape_of
 from controller.kube.resources import (
     JOB,
     LEASE,
@@ -52,7 +53,6 @@ from controller.kube.resources import (
 )
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-TRIPWIRE_ENV = "OPENBAO_BACKUP_CACHE_TRIPWIRE"
 PROJECTION_ENV = "OPENBAO_BACKUP_CACHE_PROJECTION"
 
 Path = tuple[str, ...]

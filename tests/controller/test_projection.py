@@ -5,11 +5,19 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller.cache.frozen import DroppedFieldRead, FrozenDict, freeze, shape_count, thaw
+from controller.cache.frozen import (
+    TRIPWIRE_ENV,
+    DroppedFieldRead,
+    FrozenDict,
+    freeze,
+    shape_count,
+    thaw,
+)
 from controller.cache.projection import (
     CUSTOM_RESOURCE,
     JOB_PROJECTION,
@@ -19,6 +27,7 @@ from controller.cache.projection import (
     PROJECTIONS,
     WHOLE,
     projection_for,
+    tripwire_enabled,
 )
 from controller.cache.store import Store
 from controller.kube.resources import (
@@ -224,3 +233,21 @@ def test_store_prepare_reuses_the_cached_object_at_the_same_resource_version() -
     assert prepared is not stored and prepared["metadata"]["resourceVersion"] == "43"
     old, new = s._upsert(prepared)
     assert old is stored and new is prepared and s.get("ns/p") is prepared
+
+
+def test_tripwire_collects_dropped_reads_in_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    hits = tmp_path / "hits.txt"
+    monkeypatch.setenv(TRIPWIRE_ENV, str(hits))
+    assert tripwire_enabled()
+    store = Store(projection=JOB_PROJECTION)  # the tripwire comes from the environment
+    _, cached = store._upsert(job())
+    assert cached["spec"]["backoffLimit"] == 0
+    assert not hits.exists()
+    with pytest.raises(DroppedFieldRead):
+        cached["spec"].get("template")
+    assert hits.read_text().splitlines() == [
+        "spec.template is dropped by the cache's projection but was read "
+        "(keep it in controller/cache/projection.py)"
+    ]
