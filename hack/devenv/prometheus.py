@@ -59,14 +59,6 @@ def prometheus_binary() -> Path:
     return path
 
 
-def rules_from_prometheusrule(source: Path, out: Path) -> Path:
-    """The ``spec`` of a PrometheusRule manifest written as a plain Prometheus rule file."""
-    spec = yaml.safe_load(source.read_text())["spec"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return out
-
-
 @dataclass
 class PrometheusServer:
     server: Server

@@ -10,7 +10,7 @@ import yaml
 
 from controller import metrics
 
-RULES = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheusrule.yaml"
+RULES = Path(__file__).resolve().parents[2] / "charts" / "openbao-backup" / "files" / "alerts.yaml"
 
 
 def _registered() -> set[str]:
@@ -28,7 +28,7 @@ def test_every_alert_uses_registered_metrics() -> None:
     try:
         registered = _registered()
         doc = yaml.safe_load(RULES.read_text())
-        exprs = [r["expr"] for g in doc["spec"]["groups"] for r in g["rules"]]
+        exprs = [r["expr"] for g in doc["groups"] for r in g["rules"]]
         assert exprs
         for expr in exprs:
             for name in re.findall(r"\bopenbao_backup_[a-z_]+", expr):

@@ -1,9 +1,12 @@
-"""The shipped alert rules, checked and unit-tested by Prometheus's own promtool.
+"""The shipped alert rules (the chart's plain rule file, the PrometheusRule's only source),
+checked and unit-tested by Prometheus's own promtool.
 
-Each ``tests/monitoring/*_test.yaml`` is a promtool rule-test file. Expected alerts list their
-labels; their annotations are filled in from the rule (``{{ $labels.x }}`` substituted) unless
-the test spells them out, so a test states what fires and the rule file stays the one place
-the wording lives. Every alert must have a case where it fires and a case where it must not.
+Each ``tests/monitoring/*_test.yaml`` is a promtool rule-test file whose ``rule_files`` names
+that file (relative to the test file, so ``promtool test rules`` runs it as it stands).
+Expected alerts list their labels; their annotations are filled in from the rule
+(``{{ $labels.x }}`` substituted) unless the test spells them out, so a test states what fires
+and the rule file stays the one place the wording lives. Every alert must have a case where
+it fires and a case where it must not.
 
 promtool comes from Debian's ``prometheus`` package (hack/install-deps.sh installs it); in CI a
 missing promtool is a failure, not a skip."""
@@ -20,7 +23,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-RULE = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
+RULE = ROOT / "charts" / "openbao-backup" / "files" / "alerts.yaml"
 TESTS = ROOT / "tests" / "monitoring"
 CASES = sorted(TESTS.glob("*_test.yaml"))
 
@@ -32,15 +35,8 @@ def promtool() -> str:
 
 
 def _rules() -> dict[str, dict[str, Any]]:
-    spec = yaml.safe_load(RULE.read_text())["spec"]
-    return {r["alert"]: r for g in spec["groups"] for r in g["rules"] if "alert" in r}
-
-
-def _rules_file(tmp: Path) -> Path:
-    spec = yaml.safe_load(RULE.read_text())["spec"]
-    out = tmp / "rules.yaml"
-    out.write_text(yaml.safe_dump(spec))
-    return out
+    doc = yaml.safe_load(RULE.read_text())
+    return {r["alert"]: r for g in doc["groups"] for r in g["rules"] if "alert" in r}
 
 
 def _annotations(rule: dict[str, Any], labels: dict[str, str]) -> dict[str, str]:
@@ -53,6 +49,9 @@ def _annotations(rule: dict[str, Any], labels: dict[str, str]) -> dict[str, str]
 def _prepared(case: Path, tmp: Path) -> Path:
     rules = _rules()
     doc = yaml.safe_load(case.read_text())
+    named = [(case.parent / f).resolve() for f in doc["rule_files"]]
+    assert named == [RULE], f"{case.name} must test {RULE.relative_to(ROOT)}, not {named}"
+    doc["rule_files"] = [str(RULE)]
     for test in doc["tests"]:
         for check in test.get("alert_rule_test", []):
             rule = rules[check["alertname"]]
@@ -67,9 +66,9 @@ def _prepared(case: Path, tmp: Path) -> Path:
     return out
 
 
-def test_rules_pass_promtool_check(tmp_path: Path) -> None:
+def test_rules_pass_promtool_check() -> None:
     proc = subprocess.run(
-        [promtool(), "check", "rules", str(_rules_file(tmp_path))],
+        [promtool(), "check", "rules", str(RULE)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -80,7 +79,6 @@ def test_rules_pass_promtool_check(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_alerts_fire_when_they_should(case: Path, tmp_path: Path) -> None:
-    _rules_file(tmp_path)
     proc = subprocess.run(
         [promtool(), "test", "rules", str(_prepared(case, tmp_path))],
         capture_output=True,

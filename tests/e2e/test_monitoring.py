@@ -1,13 +1,13 @@
 """The shipped dashboard and alerts, evaluated by a real Prometheus (issue 11).
 
 Debian's Prometheus server (hack/devenv/prometheus.py) scrapes the e2e controller every
-second and loads the rules of manifests/monitoring/prometheusrule.yaml. The test gives it
+second and loads the chart's rule file charts/openbao-backup/files/alerts.yaml. The test gives it
 something to look at, the way a user's clusters would: in one namespace a scheduled cluster
 ``bao`` with restore drills that has a successful backup, a passed drill, a successful restore
 and a refused one; a scheduled cluster ``broken`` (a bucket that does not exist) with two
 failed backups; and a cluster ``invalid`` whose spec the controller cannot act on. Then:
 
-* every target of every panel of manifests/monitoring/grafana-dashboard.json, with the
+* every target of every panel of charts/openbao-backup/files/grafana-dashboard.json, with the
   template variables substituted (namespace: the test's; cluster and job: all;
   ``$__rate_interval`` 1m, ``$__range`` the time since Prometheus started, ``$window`` 1h),
   evaluates without error as Grafana would run it (instant for stat and bar-gauge panels,
@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 import yaml
 from devenv.controlplane import ControlPlane
-from devenv.prometheus import PrometheusServer, rules_from_prometheusrule, start_prometheus
+from devenv.prometheus import PrometheusServer, start_prometheus
 from kubernetes_asyncio import client as k8s
 from prometheus_client.metrics_core import Metric
 
@@ -51,8 +51,9 @@ from tests.e2e.test_restore import backup_now, create_restore, kubectl_wait, res
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "manifests" / "monitoring" / "grafana-dashboard.json"
-RULE = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
+CHART_FILES = ROOT / "charts" / "openbao-backup" / "files"
+DASHBOARD = CHART_FILES / "grafana-dashboard.json"
+RULE = CHART_FILES / "alerts.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks"
 RUNBOOK_URL = "https://github.com/openbao-backup/openbao-backup/blob/main/docs/runbooks/"
 INSTANT_PANELS = frozenset({"stat", "bargauge", "gauge", "table"})
@@ -84,8 +85,8 @@ def panels(dash: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    spec = yaml.safe_load(RULE.read_text())["spec"]
-    return [r for g in spec["groups"] for r in g["rules"] if "alert" in r]
+    rules = yaml.safe_load(RULE.read_text())
+    return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
 
 
 def variable_queries(dash: dict[str, Any]) -> dict[str, str]:
@@ -232,11 +233,10 @@ def test_dashboard_is_consistent() -> None:
 
 @pytest.fixture
 def prometheus(env: Env, tmp_path: Path) -> Iterator[PrometheusServer]:
-    rules = rules_from_prometheusrule(RULE, tmp_path / "rules.yaml")
     prom = start_prometheus(
         tmp_path / "prometheus",
         targets=[env.controller.url.removeprefix("http://")],
-        rule_files=[rules],
+        rule_files=[RULE],
     )
     try:
         yield prom
