@@ -3,8 +3,8 @@ inputs, as a docker-archive that ``ctr -n k8s.io images import`` takes (the real
 
 Guarantees:
 
-* ``product_image()`` returns ``ghcr.io/openbao-backup/openbao-backup:0.1.0`` (the ref the shipped
-  manifests/deploy and ``controller.settings.executor_image`` use) built from the project's
+* ``product_image()`` returns ``ghcr.io/openbao-backup/openbao-backup:0.1.0`` (the ref the chart's
+  default values and ``controller.settings.executor_image`` use) built from the project's
   ``Dockerfile``, saved with ``docker save``; the archive is cached under
   ``${OPENBAO_BACKUP_CACHE:-~/.cache/openbao-backup}/images/`` by a hash of every input: the
   base image's key, Dockerfile, .dockerignore, requirements/runtime.txt, the build backend's lock

@@ -4,13 +4,13 @@ real OpenBao with JWT auth trusting the control plane's service-account tokens, 
 from __future__ import annotations
 
 import copy
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from devenv.chart import CONTROLLER, SYSTEM_NAMESPACE, rbac_manifest
 from devenv.controller import ControllerProcess
 from devenv.controlplane import SA_ISSUER, ControlPlane
 from devenv.nodeagent import LOCAL_NODE_LABEL, NodeAgentProcess
@@ -34,32 +34,19 @@ def jwt_auth(openbao: OpenBao, control_plane: ControlPlane) -> str:
     return JWT_MOUNT
 
 
-DEPLOY = Path(__file__).resolve().parents[2] / "manifests" / "deploy"
-
-
 @pytest.fixture(scope="session")
 async def controller_kubeconfig(
     control_plane: ControlPlane, kube_client: k8s.ApiClient, session_dir: Path, crds: list[str]
 ) -> Path:
     """A kubeconfig for the controller's own ServiceAccount, bound to the shipped ClusterRole
-    (manifests/deploy/10-rbac.yaml): the e2e tests prove that role suffices, without Secrets."""
-    for name in ("00-namespace.yaml", "10-rbac.yaml"):
-        subprocess.run(
-            [
-                str(control_plane.kubectl),
-                "--kubeconfig",
-                str(control_plane.kubeconfig),
-                "apply",
-                "-f",
-                str(DEPLOY / name),
-            ],
-            check=True,
-            capture_output=True,
-        )
+    (the chart's RBAC as rendered into manifests/install.yaml): the e2e tests prove that role
+    suffices, without Secrets."""
+    proc = control_plane.run_kubectl("apply", "-f", "-", stdin=rbac_manifest())
+    assert proc.returncode == 0, f"applying the shipped RBAC: {proc.stderr}"
     core = k8s.CoreV1Api(kube_client)
     token = await core.create_namespaced_service_account_token(
-        "openbao-backup-controller",
-        "openbao-backup-system",
+        CONTROLLER,
+        SYSTEM_NAMESPACE,
         k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(expiration_seconds=24 * 3600)),
     )
     return control_plane.token_kubeconfig(

@@ -6,10 +6,11 @@ The finding: a user who may edit OpenBaoClusters but neither read Secrets nor cr
 that image with those Secrets mounted. Closed two ways, both checked here against the real
 kube-apiserver (RBAC enforced) and the real controller App in process:
 
-* the role for people who trigger backups (``openbao-backup-trigger``, shipped in
-  manifests/deploy/10-rbac.yaml) lets a user create OpenBaoBackups and read clusters and
-  their status, and nothing else: every edit of an OpenBaoCluster, every Secret read, every
-  Pod or Job create is a 403 from the API server for a ServiceAccount bound only to it;
+* the role for people who trigger backups (``openbao-backup-trigger``, shipped by the chart,
+  applied as rendered into manifests/install.yaml) lets a user create OpenBaoBackups and read
+  clusters and their status, and nothing else: every edit of an OpenBaoCluster, every Secret
+  read, every Pod or Job create is a 403 from the API server for a ServiceAccount bound only
+  to it;
 * a cluster that someone who may edit it pointed at an untrusted image never gets a Job: the
   record fails ``ExecutorImageNotAllowed`` (Warning event, counted), the cluster shows
   ``ConfigValid=False`` naming the field, ``openbao_backup_config_valid`` is 0, and once the
@@ -18,7 +19,6 @@ kube-apiserver (RBAC enforced) and the real controller App in process:
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devenv.chart import rbac_manifest
 from devenv.controlplane import ControlPlane
 
 from controller import errors, metrics
@@ -36,27 +37,15 @@ from tests.inprocess.harness import GROUP, VERSION, Kube, play_kubelet, until
 
 pytestmark = pytest.mark.integration
 
-DEPLOY = Path(__file__).resolve().parents[2] / "manifests" / "deploy"
 TRIGGER_ROLE = "openbao-backup-trigger"
 TRIGGER_SA = "backup-trigger"
 UNTRUSTED = "evil.example/exfiltrate:latest"
 TRUSTED = "example.invalid/openbao-backup:test"  # the in-process controller's executor_image
 
 
-def kubectl_apply(control_plane: ControlPlane, *files: Path) -> None:
-    for path in files:
-        subprocess.run(
-            [
-                str(control_plane.kubectl),
-                "--kubeconfig",
-                str(control_plane.kubeconfig),
-                "apply",
-                "-f",
-                str(path),
-            ],
-            check=True,
-            capture_output=True,
-        )
+def apply_shipped_rbac(control_plane: ControlPlane) -> None:
+    proc = control_plane.run_kubectl("apply", "-f", "-", stdin=rbac_manifest())
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.fixture
@@ -65,7 +54,7 @@ async def trigger_user(
 ) -> AsyncIterator[Kube]:
     """A client authenticated as a ServiceAccount of the test's namespace that is bound (by a
     RoleBinding in that namespace) to the shipped trigger ClusterRole and to nothing else."""
-    kubectl_apply(control_plane, DEPLOY / "00-namespace.yaml", DEPLOY / "10-rbac.yaml")
+    apply_shipped_rbac(control_plane)
     ns, api = world.namespace, world.kube.api
     await api.create(
         path=f"/api/v1/namespaces/{ns}/serviceaccounts",

@@ -4,10 +4,12 @@ Its own control plane (etcd, kube-apiserver, kube-controller-manager with the co
 real node needs, kube-scheduler) and a **real node** (kubelet on containerd + runc, kube-proxy,
 a pod bridge with no route off the machine; ``hack/devenv/realnode.py``). The product image is
 built from the project's Dockerfile (``hack/devenv/images.py``) and imported into containerd.
-The controller is installed the way the README tells users to (``kubectl apply -f
-manifests/crds -f manifests/deploy``): a 2-replica Deployment from the image, under the shipped
-RBAC, talking to the apiserver through the ``kubernetes`` Service; its executor Jobs run as
-real container pods with their securityContext, limits and deadlines enforced.
+The controller is installed the way the README tells users to, from the Helm chart
+(``helm upgrade --install openbao-backup charts/openbao-backup`` with the built helm, into a
+namespace enforcing the ``restricted`` Pod Security Standard): the chart's CRDs, a 2-replica
+Deployment from the image with the chart's arguments, probes and securityContext, under the
+chart's RBAC, talking to the apiserver through the ``kubernetes`` Service; its executor Jobs run
+as real container pods with their securityContext, limits and deadlines enforced.
 
 OpenBao and moto are the session's loopback servers, forwarded onto the pod bridge.
 """
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devenv.chart import CHART_DIR, CONTROLLER, RELEASE, SYSTEM_NAMESPACE, run_helm
 from devenv.controlplane import SA_ISSUER, ControlPlane
-from devenv.crds import CRD_DIR
 from devenv.images import product_image
 from devenv.openbao import OpenBao
 from devenv.realnode import RealNode
@@ -34,13 +36,13 @@ from kubernetes_asyncio import config as k8s_config
 
 from tests.polling import until
 
-ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "backup.openbao.org", "v1alpha1"
 MERGE = "application/merge-patch+json"
 JWT_MOUNT = "jwt-realnode"
-SYSTEM_NS = "openbao-backup-system"
-DEPLOYMENT = "openbao-backup-controller"
-LEADER_LEASE = "openbao-backup-controller"
+SYSTEM_NS = SYSTEM_NAMESPACE
+DEPLOYMENT = CONTROLLER
+LEADER_LEASE = CONTROLLER
+INSTALL_TIMEOUT = "240s"  # CRDs, then both replicas Ready; a cold node pulls nothing (imported)
 # A secret value that must never show in a log, an event or a status.
 S3_SECRET = f"obb-secret-{uuid.uuid4().hex}"
 S3_ACCESS = "obb-access-realnode"
@@ -83,6 +85,34 @@ def _forwarded(node: RealNode, url: str) -> str:
     return f"{scheme}://{host}:{fport}"
 
 
+def install_chart(world: Cluster, *, image_ref: str) -> None:
+    """As the README says: the namespace with its Pod Security label, then the chart with the
+    image the node has (never pulled), waiting until both replicas are Ready."""
+    world.kubectl(
+        "apply", "-f", "-",
+        stdin=json.dumps({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": SYSTEM_NS,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        }),
+    )  # fmt: skip
+    repository, tag = image_ref.rsplit(":", 1)
+    proc = run_helm(
+        "upgrade", "--install", RELEASE, str(CHART_DIR), "--namespace", SYSTEM_NS,
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", "image.pullPolicy=Never", "--wait", "--timeout", INSTALL_TIMEOUT,
+        kubeconfig=world.cp.kubeconfig, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"helm install: {proc.stderr.strip() or proc.stdout.strip()}"
+    world.kubectl("-n", SYSTEM_NS, "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=60s")
+
+
 @pytest.fixture(scope="package")
 def realnode_cluster(
     session_dir: Path, openbao: OpenBao, s3_server: StorageServer
@@ -108,13 +138,7 @@ def realnode_cluster(
         openbao.setup_jwt_auth(
             mount=JWT_MOUNT, public_key_pem=cp.pki.sa_pub.read_text(), issuer=SA_ISSUER
         )
-        # Installed as the README says: the shipped CRDs and Deployment, nothing else.
-        world.kubectl("apply", "-f", str(CRD_DIR))
-        world.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        world.kubectl("apply", "-f", str(ROOT / "manifests" / "deploy"))
-        world.kubectl(
-            "-n", SYSTEM_NS, "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=180s"
-        )
+        install_chart(world, image_ref=image.ref)
         yield world
     finally:
         try:
