@@ -11,8 +11,9 @@ Guarantees of every :class:`SnapshotSink` implementation:
   AbortMultipartUpload; GCS: DELETE of the resumable session; Azure: nothing is committed and
   uncommitted blocks expire). A KILLED run cannot abort: :meth:`SnapshotSink.clean_abandoned`
   lets the next run of the same cluster remove what it left;
-* memory is bounded: at most ``concurrency`` parts in flight plus one part being filled
-  (:class:`PartBuffer` + :class:`PartUploader` apply back-pressure to the producer);
+* memory is bounded: at most ``concurrency`` parts in flight plus one part being filled, in
+  buffers allocated once and reused (:class:`~executor.storage.parts.PartBuffer` +
+  :class:`PartUploader` apply back-pressure to the producer);
 * :meth:`SnapshotSink.get` streams an object in bounded chunks, optionally only if its content
   is still the version seen by :meth:`SnapshotSink.head` (ETag/generation precondition);
 * :meth:`SnapshotSink.delete` is idempotent (an absent object is not an error);
@@ -32,13 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from executor.errors import InternalError, StorageError
+from executor.storage.parts import Part, PartBuffer
 
 T = TypeVar("T")
 
@@ -117,66 +118,18 @@ class SnapshotSink(Protocol):
     ) -> None: ...
 
 
-class PartBuffer:
-    """Cuts a byte stream into parts of exactly ``part_size`` bytes.
-
-    Incoming chunks are kept as they are and joined once per part: one copy per byte, and
-    every large allocation has the same size, so the allocator reuses freed parts instead of
-    fragmenting (peak RSS stays flat however long the stream).
-
-    With ``keep_tail`` a full part is released only once at least one more byte arrived, so
-    the last part is never empty (GCS needs the final chunk to carry the total).
-    """
-
-    def __init__(self, *, part_size: int, keep_tail: bool = False) -> None:
-        if part_size <= 0:
-            raise InternalError("part size must be positive")
-        self.part_size = part_size
-        self._keep_tail = keep_tail
-        self._pieces: deque[memoryview] = deque()
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def add(self, data: bytes) -> list[bytes]:
-        if data:
-            self._pieces.append(memoryview(data))
-            self._len += len(data)
-        parts: list[bytes] = []
-        limit = self.part_size + (1 if self._keep_tail else 0)
-        while self._len >= limit:
-            parts.append(self._take(self.part_size))
-        return parts
-
-    def _take(self, size: int) -> bytes:
-        out: list[memoryview] = []
-        need = size
-        while need:
-            piece = self._pieces[0]
-            if len(piece) <= need:
-                out.append(piece)
-                self._pieces.popleft()
-                need -= len(piece)
-            else:
-                out.append(piece[:need])
-                self._pieces[0] = piece[need:]
-                need = 0
-        self._len -= size
-        return b"".join(out)
-
-    def take_rest(self) -> bytes:
-        return self._take(self._len)
-
-
 class PartUploader(Generic[T]):
-    """Runs ``upload(number, data)`` for parts with at most ``concurrency`` in flight.
+    """Runs ``upload(number, part)`` for parts, at most ``concurrency`` at a time.
 
-    :meth:`submit` waits for a free slot (back-pressure) and raises the first failure of any
-    part; :meth:`drain` waits for all parts and returns their results by part number.
+    A slot is taken with :meth:`reserve` (waits for a free one: back-pressure; raises the
+    first failure of any part) before the part's buffer is filled, and given back when its
+    upload ended, whatever the outcome, after the part was released (its buffer reused): so
+    at most ``concurrency`` part buffers exist, filling or uploading. :meth:`start` uploads a
+    part in its reserved slot; :meth:`submit` is both; :meth:`drain` waits for all parts and
+    returns their results by part number.
     """
 
-    def __init__(self, *, concurrency: int, upload: Callable[[int, bytes], Awaitable[T]]) -> None:
+    def __init__(self, *, concurrency: int, upload: Callable[[int, Part], Awaitable[T]]) -> None:
         self._slots = asyncio.Semaphore(concurrency)
         self._upload = upload
         self._tasks: set[asyncio.Task[None]] = set()
@@ -187,19 +140,32 @@ class PartUploader(Generic[T]):
         if self._error is not None:
             raise self._error
 
-    async def submit(self, number: int, data: bytes) -> None:
+    async def reserve(self) -> None:
         self._check()
         await self._slots.acquire()
         if self._error is not None:
             self._slots.release()
             self._check()
-        task = asyncio.create_task(self._run(number, data), name=f"part-{number}")
+
+    def unreserve(self) -> None:
+        self._slots.release()
+
+    def start(self, number: int, part: Part) -> None:
+        task = asyncio.create_task(self._run(number, part), name=f"part-{number}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, number: int, data: bytes) -> None:
+    async def submit(self, number: int, part: Part) -> None:
         try:
-            self._results[number] = await self._upload(number, data)
+            await self.reserve()
+        except BaseException:
+            part.release()
+            raise
+        self.start(number, part)
+
+    async def _run(self, number: int, part: Part) -> None:
+        try:
+            self._results[number] = await self._upload(number, part)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -210,6 +176,7 @@ class PartUploader(Generic[T]):
                     else StorageError(f"part {number} failed: {exc.__class__.__name__}: {exc}")
                 )
         finally:
+            part.release()
             self._slots.release()
 
     async def drain(self) -> dict[int, T]:
@@ -229,8 +196,8 @@ class PartUploader(Generic[T]):
 class NumberedUpload(Generic[T]):
     """A stream cut into numbered parts uploaded ``concurrency`` at a time (S3 multipart
     parts, Azure blocks); subclasses say how one part is uploaded (``_upload_part``) and how
-    the finished parts are committed. Memory: at most ``concurrency`` parts in flight plus
-    one being filled."""
+    the finished parts are committed. Memory: at most ``concurrency`` part buffers, each
+    being filled or uploading (the slot is taken before a buffer is filled)."""
 
     unit = "parts"
 
@@ -245,22 +212,31 @@ class NumberedUpload(Generic[T]):
         self._written = 0
         self._finished = False
 
-    async def _upload_part(self, number: int, data: bytes) -> T:
+    async def _upload_part(self, number: int, part: Part) -> T:
         raise NotImplementedError
 
     async def write(self, data: bytes) -> None:
         self._written += len(data)
-        for part in self._buffer.add(data):
-            await self._submit(part)
+        view = memoryview(data)
+        while view:
+            if not self._buffer.filling:
+                await self._reserve()
+            part, view = self._buffer.fill(view)
+            if part is not None:
+                self._start(part)
 
-    async def _submit(self, part: bytes) -> None:
+    async def _reserve(self) -> None:
+        """A slot for the next part, before its buffer is filled."""
         if self._next > self._max_parts:
             raise StorageError(
                 f"the snapshot needs more than {self._max_parts} {self.unit}: raise OBB_PART_SIZE"
             )
+        await self._uploader.reserve()
+
+    def _start(self, part: Part) -> None:
         number = self._next
         self._next += 1
-        await self._uploader.submit(number, part)
+        self._uploader.start(number, part)
 
     async def _all_parts(self, *, size: int) -> list[T]:
         """Upload the rest and wait for every part; their results in part order."""
@@ -268,9 +244,11 @@ class NumberedUpload(Generic[T]):
             raise InternalError("commit after the upload finished")
         if size != self._written:
             raise InternalError(f"commit of {size} bytes but {self._written} were written")
-        rest = self._buffer.take_rest()
-        if rest or self._next == 1:
-            await self._submit(rest)
+        if self._buffer.filling:
+            self._start(self._buffer.take_rest())
+        elif self._next == 1:  # an empty stream is one empty part
+            await self._reserve()
+            self._start(self._buffer.take_rest())
         results = await self._uploader.drain()
         return [results[n] for n in sorted(results)]
 

@@ -10,7 +10,8 @@ Guarantees (beyond :mod:`executor.storage.base`):
 
 * a snapshot is a resumable upload session created with ``ifGenerationMatch=0`` (the key
   must not exist); chunks are ``OBB_PART_SIZE`` bytes, a multiple of 256 KiB, sent in order
-  with ``Content-Range: bytes a-b/*``; the next chunk is buffered while one is in flight; the
+  with ``Content-Range: bytes a-b/*`` without a copy from one of two reused chunk buffers
+  (:mod:`executor.storage.parts`); the next chunk is buffered while one is in flight; the
   final chunk carries the total (``bytes a-b/TOTAL``), so the object exists only after the
   verifier accepted the stream;
 * a 308 answer's ``Range`` header is the persisted offset: whatever the server did not keep
@@ -58,9 +59,9 @@ from executor.storage.base import (
     META_SIZE,
     CleanupResult,
     ObjectInfo,
-    PartBuffer,
     sleep_backoff,
 )
+from executor.storage.parts import Part, PartBody, PartBuffer
 
 log = get_logger("executor.storage.gcs")
 
@@ -371,26 +372,43 @@ class GcsUpload:
         self.key = key
         self.session_uri = session_uri
         self._sink = sink
-        self._buffer = PartBuffer(part_size=chunk_size, keep_tail=True)
+        self._buffer = PartBuffer(part_size=chunk_size)
+        self._held: Part | None = None  # a full chunk: the last one unless more bytes come
         self._sent = 0  # bytes handed to chunk requests so far
         self._written = 0
         self._inflight: asyncio.Task[dict[str, Any] | None] | None = None
         self._finished = False
 
     async def write(self, data: bytes) -> None:
+        """Buffer ``data``; a full chunk is held until a further byte shows it is not the
+        last (the final chunk must carry the total), then sent once the previous chunk is
+        persisted: at most two chunk buffers exist (one sending, one filling or held)."""
         self._written += len(data)
-        for chunk in self._buffer.add(data):
-            await self._wait_inflight()
-            start = self._sent
-            self._sent += len(chunk)
-            self._inflight = asyncio.create_task(self._put(chunk, start=start, total=None))
+        view = memoryview(data)
+        while view:
+            if self._held is not None:
+                chunk, self._held = self._held, None
+                await self._wait_inflight()
+                start = self._sent
+                self._sent += len(chunk)
+                self._inflight = asyncio.create_task(self._send(chunk, start=start, total=None))
+            self._held, view = self._buffer.fill(view)
 
     async def _wait_inflight(self) -> None:
         task, self._inflight = self._inflight, None
         if task is not None:
             await task
 
-    async def _put(self, chunk: bytes, *, start: int, total: int | None) -> dict[str, Any] | None:
+    async def _send(self, chunk: Part, *, start: int, total: int | None) -> dict[str, Any] | None:
+        """Send ``chunk`` (see :meth:`_put`), then give its buffer back."""
+        try:
+            return await self._put(chunk.view, start=start, total=total)
+        finally:
+            chunk.release()
+
+    async def _put(
+        self, chunk: memoryview, *, start: int, total: int | None
+    ) -> dict[str, Any] | None:
         """Send ``chunk`` (at ``start``) until the server has persisted all of it."""
         end = start + len(chunk)  # exclusive
         pos = start
@@ -400,7 +418,7 @@ class GcsUpload:
         while True:
             if pos < end:
                 content_range = f"bytes {pos}-{end - 1}/{size}"
-                payload = chunk[pos - start :]
+                payload: PartBody | bytes = PartBody(chunk[pos - start :])
             else:
                 content_range = f"bytes */{size}"
                 payload = b""
@@ -479,8 +497,8 @@ class GcsUpload:
         if size != self._written:
             raise InternalError(f"commit of {size} bytes but {self._written} were written")
         await self._wait_inflight()
-        rest = self._buffer.take_rest()
-        resource = await self._put(rest, start=self._sent, total=size)
+        rest, self._held = self._held or self._buffer.take_rest(), None
+        resource = await self._send(rest, start=self._sent, total=size)
         if resource is None:
             raise StorageError(f"completing the upload of {self.key}: no object resource")
         self._finished = True

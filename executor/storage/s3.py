@@ -2,13 +2,17 @@
 
 Guarantees (beyond :mod:`executor.storage.base`):
 
-* a snapshot is a multipart upload created with ``ChecksumAlgorithm=SHA256``; every part is
-  ``OBB_PART_SIZE`` bytes (the last may be smaller) and carries its SHA-256, computed here
-  and sent as the ``x-amz-checksum-sha256`` header (never an aws-chunked trailer, which
-  S3-compatible stores such as MinIO, R2 and B2 reject); CompleteMultipartUpload lists every
-  part with its ETag and checksum; at most ``OBB_CONCURRENCY`` parts are in flight, each sent
-  from a BytesIO view of the part (aiohttp then writes it in 64 KiB pieces instead of copying
-  the whole part into the socket transport's buffer); retries re-read the same bytes;
+* a snapshot is a multipart upload; every part is ``OBB_PART_SIZE`` bytes (the last may be
+  smaller), at most ``OBB_CONCURRENCY`` in flight, each sent without a copy from a reused part
+  buffer (:mod:`executor.storage.parts`); retries re-read the same bytes;
+* every part carries an integrity check that S3 verifies before it stores the part, the
+  cheapest one available (:func:`part_checksum`): over HTTPS a CRC32
+  (``ChecksumAlgorithm=CRC32`` on the upload, ``x-amz-checksum-crc32`` on each part, listed
+  again in CompleteMultipartUpload) with ``UNSIGNED-PAYLOAD`` signing (TLS protects the
+  bytes; a SHA-256 payload signature would hash every part a second time); over plain HTTP
+  (emulators, a MinIO without TLS) botocore always signs the payload, so S3 already checks
+  the part's SHA-256 and no second checksum is computed. Never an aws-chunked trailer, which
+  S3-compatible stores such as MinIO, R2 and B2 reject;
 * any failure or cancellation before completion aborts the multipart upload
   (AbortMultipartUpload); if even the abort fails the error is logged with the upload id and
   a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the last line of defence;
@@ -35,8 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import hashlib
-import io
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -73,6 +76,7 @@ from executor.storage.base import (
     check_cleanup_prefix,
     is_abandoned,
 )
+from executor.storage.parts import Part
 
 log = get_logger("executor.storage.s3")
 
@@ -125,8 +129,15 @@ def _translated(doing: str, *, bucket: str) -> Iterator[None]:
         raise _translate(exc, doing=doing, bucket=bucket) from None
 
 
-def _sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+def part_checksum(*, endpoint: str | None) -> bool:
+    """Whether parts carry a CRC32 of their own: over HTTPS (and AWS's default endpoint).
+    Over plain HTTP botocore signs the payload with its SHA-256, which S3 verifies."""
+    return endpoint is None or endpoint.lower().startswith("https://")
+
+
+def crc32_b64(data: memoryview | bytes) -> str:
+    """The ``x-amz-checksum-crc32`` value: base64 of the big-endian CRC-32."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
 class S3Upload(NumberedUpload[dict[str, Any]]):
@@ -141,25 +152,29 @@ class S3Upload(NumberedUpload[dict[str, Any]]):
         upload_id: str,
         part_size: int,
         concurrency: int,
+        checksum: bool,
     ) -> None:
         super().__init__(key=key, part_size=part_size, concurrency=concurrency, max_parts=MAX_PARTS)
         self.upload_id = upload_id
         self._client = client
         self._bucket = bucket
+        self._checksum = checksum
 
-    async def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
-        checksum = await asyncio.to_thread(_sha256_b64, data)
+    async def _upload_part(self, number: int, part: Part) -> dict[str, Any]:
+        extra: dict[str, str] = {}
+        if self._checksum:  # zlib releases the GIL: the loop goes on reading meanwhile
+            extra["ChecksumCRC32"] = await asyncio.to_thread(crc32_b64, part.view)
         with _translated(f"uploading part {number} of {self.key}", bucket=self._bucket):
             resp = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=io.BytesIO(data),
-                ContentLength=len(data),
-                ChecksumSHA256=checksum,
+                Body=part.body(),
+                ContentLength=len(part),
+                **extra,
             )
-        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+        return {"PartNumber": number, "ETag": resp["ETag"], **extra}
 
     async def commit(self, *, sha256: str, size: int) -> None:
         parts = await self._all_parts(size=size)
@@ -222,13 +237,15 @@ class S3Sink:
         return _translated(doing, bucket=self._bucket)
 
     async def begin(self, *, key: str, metadata: Mapping[str, str]) -> S3Upload:
+        checksum = part_checksum(endpoint=self._settings.endpoint)
+        extra = {"ChecksumAlgorithm": "CRC32"} if checksum else {}
         with self._t(f"starting the upload of {key}"):
             resp = await self._client.create_multipart_upload(
                 Bucket=self._bucket,
                 Key=key,
-                ChecksumAlgorithm="SHA256",
                 ContentType="application/gzip",
                 Metadata=dict(metadata),
+                **extra,
             )
         return S3Upload(
             client=self._client,
@@ -237,6 +254,7 @@ class S3Sink:
             upload_id=resp["UploadId"],
             part_size=self._settings.part_size,
             concurrency=self._settings.concurrency,
+            checksum=checksum,
         )
 
     async def head(self, *, key: str) -> ObjectInfo:
@@ -343,7 +361,16 @@ async def open_s3(*, settings: StorageSettings) -> AsyncIterator[S3Sink]:
         read_timeout=settings.read_timeout,
         retries={"max_attempts": settings.retries + 1, "mode": "standard"},
         max_pool_connections=max(10, settings.concurrency + 4),
-        s3={"addressing_style": "path" if settings.use_path_style else "virtual"},
+        s3={
+            "addressing_style": "path" if settings.use_path_style else "virtual",
+            # Over TLS parts carry a CRC32: never hash them again for the signature. Over
+            # plain HTTP it stays unset and botocore signs the payload (S3 checks that SHA-256).
+            **(
+                {"payload_signing_enabled": False}
+                if part_checksum(endpoint=settings.endpoint)
+                else {}
+            ),
+        },
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from executor import secrets
-from executor.errors import StorageError
+from executor.errors import InternalError, StorageError
 from executor.layout import (
     Manifest,
     cluster_prefix,
@@ -18,7 +18,8 @@ from executor.layout import (
     snapshot_key,
     snapshot_time,
 )
-from executor.storage.base import PartBuffer, PartUploader, backoff
+from executor.storage.base import NumberedUpload, PartUploader, backoff
+from executor.storage.parts import Part, PartBody, PartBuffer
 
 T = dt.datetime(2026, 11, 21, 23, 30, 45, 999999, tzinfo=dt.UTC)
 
@@ -130,15 +131,59 @@ def test_scrub_registered_values_and_known_shapes() -> None:
     assert "BlobEndpoint=x" in text
 
 
+def _cut(buf: PartBuffer, data: bytes) -> list[bytes]:
+    parts: list[bytes] = []
+    view = memoryview(data)
+    while view:
+        part, view = buf.fill(view)
+        if part is not None:
+            parts.append(part.view.tobytes())
+            part.release()
+    return parts
+
+
 def test_part_buffer_cuts_exact_parts() -> None:
     buf = PartBuffer(part_size=4)
-    assert buf.add(b"abc") == []
-    assert buf.add(b"defghij") == [b"abcd", b"efgh"]
-    assert buf.take_rest() == b"ij"
-    tail = PartBuffer(part_size=4, keep_tail=True)
-    assert tail.add(b"abcd") == []  # the last byte may be the end of the stream
-    assert tail.add(b"e") == [b"abcd"]
-    assert tail.take_rest() == b"e"
+    assert _cut(buf, b"abc") == []
+    assert buf.filling
+    assert _cut(buf, b"defghij") == [b"abcd", b"efgh"]
+    rest = buf.take_rest()
+    assert rest.view.tobytes() == b"ij"
+    assert not buf.filling
+    assert len(buf.take_rest()) == 0  # nothing buffered: an empty final part
+
+
+def test_part_buffers_are_reused_not_reallocated() -> None:
+    buf = PartBuffer(part_size=1 << 10)
+    parts = _cut(buf, bytes(range(256)) * 4 * 50)  # 50 parts, each released when sent
+    assert len(parts) == 50
+    assert parts[7] == bytes(range(256)) * 4
+    assert buf.pool.allocated == 1
+
+
+def test_a_released_part_cannot_be_read() -> None:
+    buf = PartBuffer(part_size=2)
+    part, _ = buf.fill(memoryview(b"ab"))
+    assert part is not None
+    part.release()
+    part.release()  # idempotent
+    with pytest.raises(InternalError, match="released part"):
+        _ = part.view
+
+
+async def test_part_body_is_a_seekable_file_over_the_part() -> None:
+    body = PartBody(memoryview(b"0123456789"))
+    assert body.size == 10
+    assert bytes(body.read(4)) == b"0123"
+    assert body.tell() == 4
+    assert bytes(body.read()) == b"456789"
+    assert bytes(body.read(3)) == b""
+    body.seek(2)
+    assert bytes(body.read(2)) == b"23"
+
+
+def _one() -> Part:
+    return Part(bytearray(b"x"), 1, None)
 
 
 async def test_part_uploader_bounds_parts_in_flight() -> None:
@@ -146,7 +191,7 @@ async def test_part_uploader_bounds_parts_in_flight() -> None:
     peak = 0
     gate = asyncio.Event()
 
-    async def upload(number: int, data: bytes) -> int:
+    async def upload(number: int, data: Part) -> int:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
@@ -156,21 +201,21 @@ async def test_part_uploader_bounds_parts_in_flight() -> None:
 
     up: PartUploader[int] = PartUploader(concurrency=3, upload=upload)
     for n in range(1, 4):
-        await up.submit(n, b"x")
-    blocked = asyncio.create_task(up.submit(4, b"x"))
+        await up.submit(n, _one())
+    blocked = asyncio.create_task(up.submit(4, _one()))
     for _ in range(20):  # let every runnable task take its steps; no wall-clock wait
         await asyncio.sleep(0)
     assert not blocked.done(), "the producer must wait for a free slot"
     gate.set()
     await blocked
     for n in range(5, 9):
-        await up.submit(n, b"x")
+        await up.submit(n, _one())
     assert await up.drain() == {n: n * 10 for n in range(1, 9)}
     assert peak == 3
 
 
 async def test_part_uploader_reports_the_first_failure() -> None:
-    async def upload(number: int, data: bytes) -> None:
+    async def upload(number: int, data: Part) -> None:
         if number == 2:
             raise StorageError("part 2 refused")
         await asyncio.sleep(0.01)
@@ -179,7 +224,7 @@ async def test_part_uploader_reports_the_first_failure() -> None:
 
     async def produce() -> None:
         for n in range(1, 100):
-            await up.submit(n, b"x")
+            await up.submit(n, _one())
             await asyncio.sleep(0)
 
     with pytest.raises(StorageError, match="part 2 refused"):
@@ -188,13 +233,37 @@ async def test_part_uploader_reports_the_first_failure() -> None:
 
 
 async def test_part_uploader_wraps_foreign_errors() -> None:
-    async def upload(number: int, data: bytes) -> None:
+    async def upload(number: int, data: Part) -> None:
         raise RuntimeError("boom")
 
     up: PartUploader[None] = PartUploader(concurrency=1, upload=upload)
-    await up.submit(1, b"x")
+    await up.submit(1, _one())
     with pytest.raises(StorageError, match="part 1 failed: RuntimeError: boom"):
         await up.drain()
+
+
+async def test_numbered_upload_holds_at_most_concurrency_buffers() -> None:
+    gate = asyncio.Event()
+    sent: dict[int, bytes] = {}
+
+    class Gated(NumberedUpload[int]):
+        async def _upload_part(self, number: int, part: Part) -> int:
+            await gate.wait()
+            sent[number] = part.view.tobytes()
+            return number
+
+    up = Gated(key="k", part_size=4, concurrency=2, max_parts=100)
+    data = bytes(range(42))
+    writer = asyncio.create_task(up.write(data))
+    for _ in range(20):  # let every runnable task take its steps; no wall-clock wait
+        await asyncio.sleep(0)
+    assert not writer.done(), "the producer must wait for a free buffer"
+    assert up._buffer.pool.allocated == 2
+    gate.set()
+    await writer
+    assert await up._all_parts(size=len(data)) == list(range(1, 12))
+    assert b"".join(sent[n] for n in sorted(sent)) == data
+    assert up._buffer.pool.allocated == 2
 
 
 def test_backoff_grows_and_is_capped() -> None:
