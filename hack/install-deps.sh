@@ -80,3 +80,5 @@ fi
 bash "$root/hack/build-control-plane.sh" >/dev/null
 # helm (lints, renders and installs the chart), from its Go module, cached like the above.
 bash "$root/hack/build-helm.sh" >/dev/null
+# The Prometheus Operator's CRDs, generated from its API types (tests/chart applies them).
+bash "$root/hack/build-prometheus-crds.sh" >/dev/null
