@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,11 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "hack")]
 
-from bench.controller_sync import bounded, install_crds, ready, wait_for  # noqa: E402
+from bench.controller_sync import install_crds, ready, wait_for  # noqa: E402
 from devenv.controlplane import ControlPlane  # noqa: E402
 from devenv.procs import free_port  # noqa: E402
 
+from controller import errors  # noqa: E402
 from controller.app import INFORMED  # noqa: E402
 from controller.backup.decide import jobspec, names, oplock, records  # noqa: E402
 from controller.backup.decide.spec import parse_cluster  # noqa: E402
@@ -70,7 +72,7 @@ from controller.settings import Settings  # noqa: E402
 
 NS, EMPTY_NS = "bench", "bench-empty"
 LEADER_LEASE = "openbao-backup-controller"
-CONCURRENCY = 32
+CONCURRENCY = 64
 SETTLE_SECONDS = 5.0
 """Wait after /readyz before the settled RSS: long enough for the last handler calls and the
 list's garbage to go, short against the run."""
@@ -157,6 +159,23 @@ def record_status(cluster: str, name: str, i: int) -> dict[str, Any]:
 async def populate(c: KubeClients, *, clusters: int, per_cluster: int) -> None:
     api = c.api
     t0 = time.monotonic()
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def limited(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        async with sem:
+            return await call
+
+    async def one_record(cluster: str, i: int) -> dict[str, Any]:
+        rec_name = f"{cluster}-2026{i:08d}"
+        raw = records.new_record(namespace=NS, cluster=cluster, name=rec_name, trigger="schedule")
+        record = await limited(api.create(path=OPENBAO_BACKUP.path(namespace=NS), body=raw))
+        await limited(
+            api.merge_patch(
+                path=OPENBAO_BACKUP.path(namespace=NS, name=rec_name, subresource="status"),
+                body={"status": record_status(cluster, rec_name, i)},
+            )
+        )
+        return record
 
     async def one_cluster(n: int) -> None:
         name = f"c{n:05d}"
@@ -166,21 +185,15 @@ async def populate(c: KubeClients, *, clusters: int, per_cluster: int) -> None:
             "metadata": {"name": name, "namespace": NS},
             "spec": CLUSTER_SPEC,
         }
-        cluster = await api.create(path=OPENBAO_CLUSTER.path(namespace=NS), body=body)
-        last = ""
-        record: dict[str, Any] = {}
-        for i in range(per_cluster):
-            rec_name = f"{name}-2026{i:08d}"
-            raw = records.new_record(namespace=NS, cluster=name, name=rec_name, trigger="schedule")
-            record = await api.create(path=OPENBAO_BACKUP.path(namespace=NS), body=raw)
-            await api.merge_patch(
-                path=OPENBAO_BACKUP.path(namespace=NS, name=rec_name, subresource="status"),
-                body={"status": record_status(name, rec_name, i)},
+        cluster = await limited(api.create(path=OPENBAO_CLUSTER.path(namespace=NS), body=body))
+        made = await asyncio.gather(*(one_record(name, i) for i in range(per_cluster)))
+        record = made[-1]
+        last = str(record["metadata"]["name"])
+        await limited(
+            api.merge_patch(
+                path=OPENBAO_CLUSTER.path(namespace=NS, name=name, subresource="status"),
+                body={"status": cluster_status(name, last)},
             )
-            last = rec_name
-        await api.merge_patch(
-            path=OPENBAO_CLUSTER.path(namespace=NS, name=name, subresource="status"),
-            body={"status": cluster_status(name, last)},
         )
         job = jobspec.build_job(
             cluster=parse_cluster(cluster),
@@ -191,9 +204,9 @@ async def populate(c: KubeClients, *, clusters: int, per_cluster: int) -> None:
             ttl_seconds_after_finished=3600,
         )
         job["spec"]["suspend"] = True  # no pods: this control plane has no node
-        await api.create(path=JOB.path(namespace=NS), body=job)
+        await limited(api.create(path=JOB.path(namespace=NS), body=job))
         now = format_microtime(dt.datetime.now(dt.UTC))
-        await api.create(
+        lease_call = api.create(
             path=LEASE.path(namespace=NS),
             body={
                 "apiVersion": LEASE.api_version,
@@ -211,12 +224,23 @@ async def populate(c: KubeClients, *, clusters: int, per_cluster: int) -> None:
                 },
             },
         )
+        await limited(lease_call)
 
-    await bounded(clusters, CONCURRENCY, one_cluster)
+    await asyncio.gather(*(one_cluster(n) for n in range(clusters)))
     print(
         f"created {clusters} clusters, {clusters * per_cluster} records, {clusters} Jobs and "
         f"{clusters} Leases in {time.monotonic() - t0:.0f}s"
     )
+
+
+async def list_all(c: KubeClients, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """One unpaginated list, retried while the resource's storage is still initialising."""
+    for _ in range(100):
+        try:
+            return await c.api.request(method="GET", path=path, query=query)
+        except errors.TooManyRequests:
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"bench: {path} kept answering 429")
 
 
 @dataclass
@@ -238,7 +262,7 @@ async def measure_sizes(c: KubeClients) -> Sizes:
     tracemalloc.start()
     for resource, selector in INFORMED:
         query = [("labelSelector", selector)] if selector else []
-        listing = await c.api.request(method="GET", path=resource.path(), query=query)
+        listing = await list_all(c, resource.path(), query)
         projection = projection_for(resource)
         for item in listing["items"]:
             item.setdefault("apiVersion", resource.api_version)
@@ -295,7 +319,7 @@ async def run_controller(
         "warning",
     ]
     if namespaces:
-        args += ["--namespaces", namespaces]
+        args += ["--namespace", namespaces]
     with log.open("ab") as out:
         proc = subprocess.Popen(  # noqa: ASYNC220 - one child, polled below
             args,
