@@ -250,3 +250,46 @@ def test_an_auto_unseal_drill_mounts_the_seal_stanza_into_the_scratch_server_onl
 def test_shamir_keys_and_a_seal_stanza_are_exclusive() -> None:
     with pytest.raises(SpecError, match="not both"):
         _drill_cluster(unsealKeysSecretRef={"name": "k"}, sealConfigRef={"name": "s"})
+
+
+# -- storage endpoints: never link-local or metadata (issue 11) --------------------------------
+
+METADATA = "http://169.254.169.254/"
+
+
+def test_a_link_local_target_endpoint_is_refused_by_the_parser() -> None:
+    target = {"provider": "s3", "bucket": "b", "endpoint": METADATA}
+    with pytest.raises(SpecError, match=r"spec\.target\.endpoint: .*link-local"):
+        parse_restore(restore(key=KEY, target=target))
+    allowed = parse_restore(restore(key=KEY, target=target, allowLinkLocalAddresses=True))
+    assert allowed.allow_link_local and allowed.target is not None
+
+
+@pytest.mark.parametrize(
+    ("restore_allows", "cluster_allows", "refused"),
+    [(False, False, True), (True, False, False), (False, True, False), (True, True, False)],
+)
+def test_a_recorded_link_local_target_needs_an_opt_out(
+    restore_allows: bool, cluster_allows: bool, refused: bool
+) -> None:
+    """A record's status.target (or the cluster's) pointing at a metadata address is refused
+    unless the restore or the cluster opts out: status can be edited with status rights."""
+    recorded = {"provider": "s3", "bucket": "b", "endpoint": METADATA, "pathPrefix": "prod"}
+    rec = record(key=KEY, target=recorded)
+    spec = parse_restore(restore(backupName="vault-1", allowLinkLocalAddresses=restore_allows))
+    got = resolve_source(
+        restore=spec, cluster_target=TARGET, record=rec, cluster_allows_link_local=cluster_allows
+    )
+    if refused:
+        assert isinstance(got, Refusal) and got.reason == "AddressNotAllowed", got
+        assert "169.254.169.254" in got.message
+    else:
+        assert isinstance(got, Source) and got.target.endpoint == METADATA
+
+
+def test_a_cluster_target_at_a_metadata_name_is_refused_without_the_opt_out() -> None:
+    target = Target(provider="s3", bucket="b", endpoint="http://metadata.google.internal")
+    got = resolve_source(
+        restore=parse_restore(restore(key=KEY)), cluster_target=target, record=None
+    )
+    assert isinstance(got, Refusal) and got.reason == "AddressNotAllowed"

@@ -6,7 +6,8 @@ executor sends storage credentials) of an OpenBaoCluster are refused with a mess
 field unless the cluster sets ``spec.allowLinkLocalAddresses: true``. One table
 (tests/backup/test_addresses.py) runs through the API server here and through
 :func:`controller.backup.decide.addresses.refused` there, and the CRD rules are checked to use
-the parser's patterns character for character."""
+the parser's patterns character for character. The same holds for an OpenBaoRestore's
+``spec.target.endpoint`` (its own ``spec.allowLinkLocalAddresses`` opts out)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,21 @@ def test_the_crd_rules_use_the_parsers_patterns() -> None:
     assert spec["properties"][ALLOW_FIELD]["default"] is False
 
 
+def test_the_restore_crd_rule_uses_the_parsers_patterns() -> None:
+    root = CRDS["OpenBaoRestore"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = root["properties"]["spec"]
+    rules = [r for r in spec.get("x-kubernetes-validations", []) if ALLOW_FIELD in r["rule"]]
+    assert [r["fieldPath"] for r in rules] == [".target.endpoint"]
+    (rule,) = rules
+    patterns = re.findall(r"\.matches\(r'([^']*)'\)", rule["rule"])
+    assert patterns == [FORBIDDEN_ADDRESS_PATTERN, NUMERIC_HOST_PATTERN, CANONICAL_IPV4_PATTERN]
+    assert rule["rule"].count("self.target.endpoint.matches(") == 3
+    assert rule["rule"].startswith(f"(has(self.{ALLOW_FIELD}) && self.{ALLOW_FIELD}) ||")
+    assert f"spec.{ALLOW_FIELD}: true" in " ".join(rule["message"].split())
+    assert spec["properties"][ALLOW_FIELD]["type"] == "boolean"
+    assert "default" not in spec["properties"][ALLOW_FIELD]  # unset: off, objects unchanged
+
+
 def test_the_table_is_what_the_parser_says() -> None:
     assert all(refused(u) for u in REFUSED)
     assert not any(refused(u) for u in ADMITTED)
@@ -85,7 +101,24 @@ def api(kube_client: k8s.ApiClient, crds: list[str]) -> k8s.CustomObjectsApi:
     return k8s.CustomObjectsApi(kube_client)
 
 
-async def verdict(api: k8s.CustomObjectsApi, namespace: str, body: Any) -> str:
+def restore(endpoint: str, **spec: Any) -> Any:
+    key = "inprocess/ns/vault/20261130T120000Z-0123abcd.snap"
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OpenBaoRestore",
+        "metadata": {"name": f"r-{uuid.uuid4().hex[:8]}"},
+        "spec": {
+            "cluster": "vault",
+            "key": key,
+            "target": {"provider": "s3", "bucket": "backups", "endpoint": endpoint},
+            **spec,
+        },
+    }
+
+
+async def verdict(
+    api: k8s.CustomObjectsApi, namespace: str, body: Any, plural: str = "openbaoclusters"
+) -> str:
     """``""`` when the API server admits ``body``, else the message of its 422."""
     refusal: ApiException | None = None
     try:
@@ -93,7 +126,7 @@ async def verdict(api: k8s.CustomObjectsApi, namespace: str, body: Any) -> str:
             GROUP,
             VERSION,
             namespace,
-            "openbaoclusters",
+            plural,
             copy.deepcopy(body),
             field_validation="Strict",
         )
@@ -164,3 +197,24 @@ async def test_turning_the_opt_out_off_again_is_refused(
         )
     assert caught.value.status == 422
     assert "spec.address" in json.loads(caught.value.body or b"{}")["message"]
+
+
+@pytest.mark.integration
+async def test_restore_admission_refuses_what_the_parser_refuses(
+    api: k8s.CustomObjectsApi, namespace: str
+) -> None:
+    """An OpenBaoRestore's target.endpoint, where the executor sends storage credentials."""
+    disagreements: list[str] = []
+    for url in REFUSED + ADMITTED:
+        message = await verdict(api, namespace, restore(url), "openbaorestores")
+        if not refused(url) and message:
+            disagreements.append(f"{url!r} refused by the API server: {message}")
+        if refused(url) and not (
+            "spec.target.endpoint: Invalid value" in message
+            and "link-local or cloud-metadata address" in message
+        ):
+            disagreements.append(f"{url!r} not refused as link-local: {message!r}")
+        opted = restore(url, allowLinkLocalAddresses=True)
+        message = await verdict(api, namespace, opted, "openbaorestores")
+        assert "link-local" not in message, (url, message)
+    assert disagreements == []

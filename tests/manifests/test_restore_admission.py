@@ -448,6 +448,7 @@ def test_every_field_is_described_and_the_phases_are_the_contract() -> None:
         "safetySnapshot",
         "auth",
         "verifyTimeoutSeconds",
+        "allowLinkLocalAddresses",
     ]
     assert spec["safetySnapshot"]["default"] is True
     assert (

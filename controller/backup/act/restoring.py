@@ -63,6 +63,7 @@ async def drive(
         restore=spec,
         cluster_target=cluster.backup.target,
         record=records.get(spec.backup_name) if spec.backup_name else None,
+        cluster_allows_link_local=cluster.allow_link_local,
     )
     if isinstance(source, rs.Refusal):
         await fail(deps, restore=restore, reason=source.reason, message=source.message)

@@ -9,6 +9,12 @@ Guarantees:
   cluster's ``<pathPrefix>/<namespace>/<cluster>/`` unless the restore is ``force`` AND
   ``allowForeignKey`` (a snapshot of another cluster, named explicitly), nor a key with ``..``
   segments, a leading ``/``, ``//`` or a backslash, whatever admission said;
+* no storage endpoint the executor would send credentials to is a link-local or
+  cloud-metadata address (:mod:`.addresses`): ``spec.target.endpoint`` is refused by
+  :func:`parse_restore` unless the restore sets ``spec.allowLinkLocalAddresses`` (the CRD's
+  admission rule, for objects written before it), and the target a source resolves to (a
+  record's recorded target, the cluster's) by :func:`resolve_source` (``AddressNotAllowed``)
+  unless the restore or the cluster opts out;
 * a record is a source only once it ``Succeeded`` with a key; the target it was written to
   (``status.target``) wins over the cluster's current one, so a cluster that moved buckets can
   still restore old backups;
@@ -25,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.backup.decide.addresses import ALLOW_FIELD, address_problems
 from controller.backup.decide.preflight import HealthProbe
 from controller.backup.decide.records import SUCCEEDED, phase_of
 from controller.backup.decide.spec import (
@@ -46,6 +53,8 @@ FAILED_PHASE = "Failed"
 PHASES = (PENDING, VALIDATING, SAFETY_SNAPSHOT, RESTORING, VERIFYING)
 TERMINAL_PHASES = frozenset({SUCCEEDED_PHASE, FAILED_PHASE})
 DEFAULT_VERIFY_TIMEOUT_SECONDS = 600
+ADDRESS_NOT_ALLOWED = "AddressNotAllowed"
+"""The refusal of a source whose storage endpoint is a link-local or metadata address."""
 
 # Condition types of OpenBaoRestore.status
 VALIDATED = "Validated"
@@ -69,6 +78,7 @@ class RestoreSpec:
     safety_snapshot: bool
     auth: Auth | None
     verify_timeout_seconds: int
+    allow_link_local: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,12 @@ def parse_restore(obj: Mapping[str, Any]) -> RestoreSpec:
     spec = obj.get("spec") or {}
     problems: list[str] = []
     target = None
+    allow = spec.get(ALLOW_FIELD) is True
+    problems += address_problems(
+        path="spec.target.endpoint",
+        address=(spec.get("target") or {}).get("endpoint"),
+        allow=allow,
+    )
     if spec.get("target"):
         try:
             target = parse_target(spec["target"])
@@ -117,6 +133,7 @@ def parse_restore(obj: Mapping[str, Any]) -> RestoreSpec:
         verify_timeout_seconds=int(
             spec.get("verifyTimeoutSeconds") or DEFAULT_VERIFY_TIMEOUT_SECONDS
         ),
+        allow_link_local=allow,
     )
 
 
@@ -136,8 +153,10 @@ def resolve_source(
     restore: RestoreSpec,
     cluster_target: Target,
     record: Mapping[str, Any] | None,
+    cluster_allows_link_local: bool = False,
 ) -> Source | Refusal:
-    """The snapshot ``restore`` asks for. ``record``: its OpenBaoBackup (backupName only)."""
+    """The snapshot ``restore`` asks for. ``record``: its OpenBaoBackup (backupName only);
+    ``cluster_allows_link_local``: the cluster's ``spec.allowLinkLocalAddresses``."""
     if restore.backup_name is not None:
         if record is None:
             return Refusal("BackupNotFound", f"OpenBaoBackup {restore.backup_name} not found")
@@ -158,6 +177,10 @@ def resolve_source(
     else:
         assert restore.key is not None
         source = Source(key=restore.key, target=restore.target or cluster_target)
+    allow = restore.allow_link_local or cluster_allows_link_local
+    refused = address_problems(path="target.endpoint", address=source.target.endpoint, allow=allow)
+    if refused:
+        return Refusal(ADDRESS_NOT_ALLOWED, refused[0])
     problem = key_problem(source.key)
     if problem:
         return Refusal("InvalidKey", problem)

@@ -123,6 +123,7 @@ class ClusterSpec:
     ca_configmap: KeyRef | None
     ca_secret: KeyRef | None
     backup: BackupSpec | None
+    allow_link_local: bool = False  # spec.allowLinkLocalAddresses (addresses.ALLOW_FIELD)
 
 
 def parse_duration(text: str) -> int:
@@ -314,4 +315,5 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterSpec:
         ca_configmap=_ref(tls.get("caConfigMapRef"), "ca.crt"),
         ca_secret=_ref(tls.get("caSecretRef"), "ca.crt"),
         backup=backup,
+        allow_link_local=allow,
     )
