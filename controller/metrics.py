@@ -51,18 +51,33 @@ openbao_backup_retention_deleted_total          counter   namespace, cluster
 openbao_backup_missed_schedules_total           counter   namespace, cluster
 openbao_backup_lock_held_seconds                gauge     namespace, cluster (computed at scrape)
 openbao_backup_preflight_blocked                gauge     namespace, cluster
+openbao_backup_queued                           gauge     (none: all clusters)
+openbao_backup_config_valid                     gauge     namespace, cluster
+openbao_backup_schedule_interval_seconds        gauge     namespace, cluster
+openbao_backup_suspended                        gauge     namespace, cluster
+openbao_backup_last_verified_timestamp_seconds  gauge     namespace, cluster (0: never)
+openbao_backup_verify_enabled                   gauge     namespace, cluster
+openbao_backup_verification_failures_total      counter   namespace, cluster, reason
+openbao_restore_duration_seconds                histogram namespace, cluster
+openbao_restore_last_success_timestamp_seconds  gauge     namespace, cluster (0: never)
+openbao_restore_failures_total                  counter   namespace, cluster, reason
+openbao_restore_in_progress                     gauge     namespace, cluster
 process_* (resident memory, CPU, fds)           ...       (prometheus ProcessCollector)
 =============================================== ========= ============================
 
 ``result`` of a reconcile is one of ``success``, ``error``, ``requeue``, ``requeue_after``.
 
-Backup manager (prefix ``openbao_backup_``): every series of a cluster is created (at zero, or
-from its status after a restart) when the cluster is first reconciled, and removed when the
-cluster is deleted. ``age_seconds`` is ``now - last success``, or ``now - the cluster's
-creation`` while it has never succeeded, so a backup-age alert also fires for a cluster that
-never had a good backup. ``reason`` of a failure is the executor's error class, or
-``ExecutorImageNotAllowed`` for a run the controller refused to start because its spec names an
-untrusted image (:data:`BACKUP_FAILURE_REASONS`).
+Backup manager (prefixes ``openbao_backup_``, ``openbao_restore_``): every series of a
+cluster (backups, restores, restore drills, every reason label) is created at zero when the
+cluster is first reconciled, and removed when the cluster is deleted. On that first reconcile
+(after a start, a restart or a leader failover) the gauges about the past are restored from
+the API's state (:mod:`controller.backup.act.metric_state`): last success, consecutive
+failures, size, the last passed drill, the last successful restore, and ``lock_held_seconds``
+of a backup that still runs (from its Lease's ``acquireTime``). ``age_seconds`` is
+``now - last success``, or ``now - the cluster's creation`` while it has never succeeded,
+so a backup-age alert also fires for a cluster that never had a good backup. ``reason`` of a
+failure is the executor's error class, or ``ExecutorImageNotAllowed`` for a run the controller
+refused to start because its spec names an untrusted image (:data:`BACKUP_FAILURE_REASONS`).
 """
 
 from __future__ import annotations
@@ -563,6 +578,14 @@ VERIFY_FAILURE_REASONS = (
     "DeadlineExceeded",
     "internal",
 )
+_HISTORY_PLAIN = (
+    RESTORE_DURATION,
+    RESTORE_LAST_SUCCESS,
+    RESTORE_IN_PROGRESS,
+    VERIFY_LAST,
+    VERIFY_ENABLED,
+)
+"""The restore and drill series of a cluster without a reason label, created at zero with it."""
 RESTORE_FAILURE_REASONS = (
     "ClusterNotFound",
     "InvalidSpec",
@@ -578,6 +601,7 @@ RESTORE_FAILURE_REASONS = (
     "snapshot",
     "VerifyTimeout",
     "ExecutorImageNotAllowed",
+    "AddressNotAllowed",  # a storage endpoint the executor must not contact
     "internal",
 )
 
@@ -591,6 +615,7 @@ RECONCILE_STEPS = (
     "trigger",
     "launch",
     "bookkeeping",
+    "renewal",  # the lock renewal path (controller.backup.act.renewer), off the workqueue
 )
 RECONCILE_ERROR_KINDS = ("transient", "terminal", "bug")
 RECONCILE_STEP_ERRORS = Counter(
@@ -603,6 +628,18 @@ RECONCILE_STEP_ERRORS = Counter(
 for _step in RECONCILE_STEPS:
     for _kind in RECONCILE_ERROR_KINDS:
         RECONCILE_STEP_ERRORS.labels(_step, _kind)
+
+
+BACKUP_QUEUED = Gauge(
+    "openbao_backup_queued",
+    "Backups that passed every check but wait for an executor slot (the global or per-target "
+    "cap on running Jobs); served oldest due first.",
+    registry=REGISTRY,
+)
+
+
+def set_queued(count: int) -> None:
+    BACKUP_QUEUED.set(count)
 
 
 def reconcile_step_error(*, step: str, kind: str) -> None:
@@ -620,7 +657,7 @@ class BackupMetrics:
         self._now = now
         self._last_success = 0.0
         self._lock_since: float | None = None
-        for metric in _BACKUP_PLAIN:
+        for metric in (*_BACKUP_PLAIN, *_HISTORY_PLAIN):
             metric.labels(*self._labels)
         BACKUP_CONFIG_VALID.labels(*self._labels).set(1)
         for reason in BACKUP_FAILURE_REASONS:
@@ -648,6 +685,23 @@ class BackupMetrics:
         BACKUP_CONSECUTIVE_FAILURES.labels(*self._labels).set(consecutive_failures)
         if last_size is not None:
             BACKUP_LAST_SIZE.labels(*self._labels).set(last_size)
+
+    def restore_history(
+        self,
+        *,
+        last_verified: float | None,
+        last_restore: float | None,
+        lock_held_since: float | None,
+    ) -> None:
+        """What a new process cannot have seen, from the API's state (first reconcile of the
+        cluster after a start or failover): the last passed drill, the last successful
+        restore, and since when the lock has been held for a backup that still runs."""
+        if last_verified:
+            VERIFY_LAST.labels(*self._labels).set(last_verified)
+        if last_restore:
+            RESTORE_LAST_SUCCESS.labels(*self._labels).set(last_restore)
+        if lock_held_since is not None:
+            self._lock_since = lock_held_since
 
     def succeeded(self, *, completed: float, duration: float, size: int) -> None:
         self._last_success = completed
@@ -710,7 +764,7 @@ class BackupMetrics:
             BACKUP_RETENTION_DELETED.labels(*self._labels).inc(count)
 
     def remove(self) -> None:
-        for metric in _BACKUP_PLAIN:
+        for metric in (*_BACKUP_PLAIN, *_HISTORY_PLAIN):
             with contextlib.suppress(KeyError):
                 metric.remove(*self._labels)
         for reason in BACKUP_FAILURE_REASONS:

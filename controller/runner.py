@@ -25,6 +25,9 @@ Guarantees:
 * if a ``gate`` is given (the leader elector's :meth:`holds_lease_now`), it is checked right
   before every reconcile; when it is false the key is put back rate-limited and not
   reconciled (counted in no reconcile metric);
+* a reconciler may have an ``async def background()``: it runs beside the workers (e.g. the
+  backup manager's lock renewals) and is cancelled with them, so it too runs only while this
+  process leads;
 * :meth:`Runner.shutdown` stops taking new keys, lets in-flight reconciles finish for up to
   ``drain_timeout`` seconds, then cancels what is left.
 """
@@ -100,12 +103,22 @@ class Runner:
             for i in range(self._workers)
         ]
         self._log.info("workers started", workers=self._workers)
+        background = getattr(self._reconciler, "background", None)
+        beside = (
+            asyncio.create_task(background(), name=f"{self.name}-background")
+            if callable(background)
+            else None
+        )
         try:
             await asyncio.wait(self._tasks)  # workers end on queue shutdown or cancellation
         finally:
             for task in self._tasks:
                 task.cancel()
+            if beside is not None:
+                beside.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if beside is not None:
+                await asyncio.gather(beside, return_exceptions=True)
 
     async def shutdown(self, *, drain_timeout: float) -> None:
         """Stop taking keys; wait up to ``drain_timeout`` for in-flight work, then cancel."""

@@ -89,6 +89,16 @@ class Settings:
     executor_image_allowlist: tuple[str, ...] = ()  # images trusted besides executor_image
     job_ttl_seconds: int = 86400  # finished executor Jobs are kept this long (results recorded)
     operation_lock_seconds: int = 60  # per-cluster operation Lease duration; renewed every 1/3
+    # Opt-in: spread each cluster's scheduled windows over [0, N) s by a fixed per-cluster
+    # offset (decide.spread); 0 = start at the window. Larger smooths bursts, delays backups.
+    schedule_spread_seconds: int = 0
+    # Executor Jobs running at once, over all clusters / per storage target (provider,
+    # endpoint, bucket); 0 = no cap. Waiting launches queue oldest due first, never dropped.
+    max_concurrent_backups: int = 0
+    max_concurrent_backups_per_target: int = 0
+    # Write budget of the lock-renewal lane (its own token bucket beside client_qps): must
+    # cover max_concurrent_backups x 3 / operation_lock_seconds; higher costs API headroom.
+    lock_renew_qps: float = 5.0
 
     # Observability
     bind_address: str = "127.0.0.1:8080"
@@ -100,6 +110,25 @@ class Settings:
             raise ConfigError("operation lock must be >= 15 s and job TTL >= 60 s")
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
+        if (
+            min(
+                self.schedule_spread_seconds,
+                self.max_concurrent_backups,
+                self.max_concurrent_backups_per_target,
+            )
+            < 0
+        ):
+            raise ConfigError("spread and concurrency caps must be >= 0 (0: off)")
+        if self.lock_renew_qps <= 0:
+            raise ConfigError("lock renew QPS must be > 0")
+        needed = self.max_concurrent_backups * 3 / self.operation_lock_seconds
+        if needed > self.lock_renew_qps:
+            raise ConfigError(
+                f"--lock-renew-qps {self.lock_renew_qps:g} cannot renew "
+                f"{self.max_concurrent_backups} running backups every "
+                f"{self.operation_lock_seconds / 3:g} s (needs {needed:g}/s): raise it, or "
+                "--operation-lock-seconds"
+            )
         if self.client_qps <= 0 or self.client_burst < 1:
             raise ConfigError("client QPS must be > 0 and burst >= 1")
         if not self.lease_duration > self.renew_deadline > 1.2 * self.retry_period > 0:
@@ -196,6 +225,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("executor_image", str),
         ("job_ttl_seconds", int),
         ("operation_lock_seconds", int),
+        ("schedule_spread_seconds", int),
+        ("max_concurrent_backups", int),
+        ("max_concurrent_backups_per_target", int),
+        ("lock_renew_qps", float),
     ):
         flag = "--" + attr.replace("_", "-")
         # Parsed as text: numbers are converted (with a ConfigError) in parse(), so a bad
@@ -249,6 +282,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
             "lease_duration",
             "renew_deadline",
             "retry_period",
+            "lock_renew_qps",
         ):
             if key in values:
                 values[key] = float(str(values[key]))
@@ -260,6 +294,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
             "workers",
             "job_ttl_seconds",
             "operation_lock_seconds",
+            "schedule_spread_seconds",
+            "max_concurrent_backups",
+            "max_concurrent_backups_per_target",
         ):
             if key in values:
                 values[key] = int(str(values[key]))

@@ -102,6 +102,13 @@ class KubeApi:
     def connect_timeout(self) -> float:
         return self._connect_timeout
 
+    def with_throttle(self, throttle: TokenBucket | None) -> KubeApi:
+        """This client (same connection pool, same class) with its own write budget: a lane
+        for writes that must not wait behind bulk writes, e.g. lock renewals."""
+        twin = copy.copy(self)
+        twin._throttle = throttle
+        return twin
+
     async def _send(
         self,
         *,

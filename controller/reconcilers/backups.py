@@ -11,7 +11,7 @@ each is idempotent, so a crash anywhere is repaired by the next reconcile:
 =============  ===========================================================  ==================
 step           what                                                         module
 =============  ===========================================================  ==================
-running        the running record: renew the lock, or record the result     act/running
+running        the running record: its lock to the renewer, or its result   act/running
 finish         terminal records: count once, retention, release lock/Job    act/outcome
 deletion       records being deleted: cancel a run, delete the snapshot     act/deletion
 restore        each OpenBaoRestore of the cluster, one phase after another  act/restoring
@@ -41,6 +41,10 @@ failing step never stops the steps after it:
   raises a ``ReconcileRetrying`` Warning event and the cluster condition ``Stalled=True``,
   cleared by the next reconcile in which every step succeeded.
 
+Beside the workers (:meth:`BackupManager.background`, only while this process leads) the
+renewal path (:mod:`controller.backup.act.renewer`) renews the Lease of every running backup on
+its own clock and write budget, so renewals never wait behind other clusters' keys.
+
 The invariant the in-process suite (tests/inprocess) checks for every API call and fault:
 after any single failure, the cluster's next due backup still runs.
 """
@@ -54,27 +58,22 @@ from controller.backup.act import (
     deletion,
     drilling,
     launch_step,
+    metric_state,
     outcome,
     planning,
     restoring,
     running,
 )
 from controller.backup.act.deps import CLUSTER_KEY_MAPPERS, INDEXERS, Deps
-from controller.backup.act.fresh import FreshView
 from controller.backup.act.guard import Guard, Pass
-from controller.backup.act.lock import OperationLock
-from controller.backup.act.probe import probe_openbao
-from controller.backup.act.status import StatusWriter
-from controller.backup.decide import conditions as cond
+from controller.backup.act.lock import me
 from controller.backup.decide.failures import Failure, Kind, Step
-from controller.backup.decide.images import ImagePolicy
 from controller.backup.decide.jobresult import JobPhase
 from controller.backup.decide.records import (
     PENDING,
     RUNNING,
     SNAPSHOT_FINALIZER,
     TERMINAL,
-    created_at,
     has_finalizer,
     is_deleting,
     name_of,
@@ -85,16 +84,11 @@ from controller.backup.decide.records import (
 )
 from controller.backup.decide.spec import ClusterSpec, SpecError, parse_cluster
 from controller.cache.store import JSONObject, split_key
-from controller.kube.events import EventRecorder
 from controller.kube.resources import (
-    JOB,
-    LEASE,
-    OPENBAO_BACKUP,
     OPENBAO_CLUSTER,
-    OPENBAO_RESTORE,
-    POD,
 )
 from controller.logging import get_logger
+from controller.reconcilers.backup_deps import build_deps
 from controller.reconcilers.base import Context, ReconcilerSpec, Watch
 from controller.runner import Result
 
@@ -119,6 +113,8 @@ class BackupManager:
             records={name_of(r): r for r in d.records_of(namespace=namespace, cluster=name)},
         )
         cluster, spec_error = _parse(run.cluster_obj)
+        if run.cluster_obj is not None:  # every step finds the series, restored after a restart
+            metric_state.cluster_metrics(d, run)
 
         active = False
         for rec in running_records(run.records.values()):
@@ -172,17 +168,7 @@ class BackupManager:
             return _result(self._guard.requeue_after(run))
 
         cluster_obj = run.cluster_obj
-        metrics = d.metrics_for(
-            namespace=namespace, cluster=name, created=created_at(cluster_obj).timestamp()
-        )
-        status = (cluster_obj.get("status") or {}).get("backup") or {}
-        last_success = cond.parse_time(status.get("lastBackupTime"))
-        metrics.restore_state(
-            last_success=last_success.timestamp() if last_success else None,
-            consecutive_failures=int(status.get("consecutiveFailures") or 0),
-            last_size=status.get("lastBackupSize"),
-        )
-        metrics.in_progress(active)
+        metric_state.cluster_metrics(d, run).in_progress(active)
 
         if cluster is None or cluster.backup is None:
             message = spec_error or "spec.backup is not set: nothing to back up"
@@ -223,6 +209,11 @@ class BackupManager:
             blocked = await launch_step.launch_next(
                 d, self._guard, run, cluster, self._records(run)
             )
+        else:
+            records = self._records(run)
+            ahead = next(iter(running_records(records.values())), None)
+            if ahead is not None:
+                await launch_step.queue_behind(d, self._guard, run, records, behind=name_of(ahead))
         await self._bookkeep(
             run,
             config_error=config_error,
@@ -231,6 +222,11 @@ class BackupManager:
             blocked=blocked,
         )
         return _result(self._guard.requeue_after(run))
+
+    async def background(self) -> None:
+        """What runs beside the workers while this process reconciles: the lock renewals."""
+        if self.deps.renewer is not None:
+            await self.deps.renewer.run()
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -247,7 +243,10 @@ class BackupManager:
         ns, rec = run.namespace, name_of(record)
         result = await running.observe(d, namespace=ns, record=record)
         if result.phase is JobPhase.RUNNING:
-            run.wait(await running.renew(d, namespace=ns, cluster=run.name, record=rec))
+            if d.renewer is not None:  # after a restart or failover: renew at once
+                d.renewer.hold(namespace=ns, cluster=run.name, me=me(rec), after=0.0)
+            else:
+                run.wait(await running.renew(d, namespace=ns, cluster=run.name, record=rec))
             return True
         run.records[rec] = await running.record_outcome(d, record=record, result=result)
         return False
@@ -329,34 +328,7 @@ def _parse(cluster_obj: JSONObject | None) -> tuple[ClusterSpec | None, str]:
 
 
 def build(ctx: Context) -> BackupManager:
-    s = ctx.settings
-    clusters = FreshView(cache=ctx.caches[OPENBAO_CLUSTER])
-    backups = FreshView(cache=ctx.caches[OPENBAO_BACKUP], indexers=INDEXERS[OPENBAO_BACKUP])
-    restores = FreshView(cache=ctx.caches[OPENBAO_RESTORE], indexers=INDEXERS[OPENBAO_RESTORE])
-    leases = FreshView(cache=ctx.caches[LEASE])
-    deps = Deps(
-        api=ctx.api,
-        clusters=clusters,
-        backups=backups,
-        restores=restores,
-        jobs=ctx.caches[JOB],
-        pods=ctx.caches[POD],
-        status=StatusWriter(
-            api=ctx.api,
-            views={OPENBAO_CLUSTER: clusters, OPENBAO_BACKUP: backups, OPENBAO_RESTORE: restores},
-        ),
-        events=EventRecorder(api=ctx.api, instance=s.identity),
-        lock=OperationLock(
-            api=ctx.api,
-            leases=leases,
-            jobs=ctx.caches[JOB],
-            duration_seconds=s.operation_lock_seconds,
-        ),
-        probe=probe_openbao,
-        executor_image=ImagePolicy(default=s.executor_image, allowlist=s.executor_image_allowlist),
-        job_ttl_seconds=s.job_ttl_seconds,
-    )
-    return BackupManager(deps=deps)
+    return BackupManager(deps=build_deps(ctx))
 
 
 SPEC = ReconcilerSpec(

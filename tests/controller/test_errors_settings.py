@@ -132,3 +132,44 @@ def test_settings_reject_bad_values(kwargs: dict[str, object]) -> None:
 def test_settings_bad_number_in_env() -> None:
     with pytest.raises(errors.ConfigError):
         parse([], env={"OPENBAO_BACKUP_WORKERS": "many"})
+
+
+def test_burst_settings_default_off_and_parse_from_flags_and_env() -> None:
+    """Issue 13: spread and caps are opt-in; the renewal lane has its own budget."""
+    s = Settings()
+    assert (s.schedule_spread_seconds, s.max_concurrent_backups) == (0, 0)
+    assert s.max_concurrent_backups_per_target == 0 and s.lock_renew_qps == 5.0
+    got = parse(
+        ["--schedule-spread-seconds", "600", "--max-concurrent-backups", "50"],
+        env={
+            "OPENBAO_BACKUP_MAX_CONCURRENT_BACKUPS_PER_TARGET": "10",
+            "OPENBAO_BACKUP_LOCK_RENEW_QPS": "2.5",
+        },
+    )
+    assert (got.schedule_spread_seconds, got.max_concurrent_backups) == (600, 50)
+    assert (got.max_concurrent_backups_per_target, got.lock_renew_qps) == (10, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("cap", "lock_seconds", "qps", "ok"),
+    [
+        (100, 60, 5.0, True),  # 100 runs x 3 renewals / 60 s = 5/s: exactly covered
+        (101, 60, 5.0, False),
+        (200, 120, 5.0, True),
+        (200, 60, 10.0, True),
+        (0, 15, 0.1, True),  # no cap: nothing to check against
+    ],
+)
+def test_the_renewal_budget_must_cover_the_cap(
+    cap: int, lock_seconds: int, qps: float, ok: bool
+) -> None:
+    kwargs = {
+        "max_concurrent_backups": cap,
+        "operation_lock_seconds": lock_seconds,
+        "lock_renew_qps": qps,
+    }
+    if ok:
+        Settings(**kwargs)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(errors.ConfigError, match="lock-renew-qps"):
+            Settings(**kwargs)  # type: ignore[arg-type]

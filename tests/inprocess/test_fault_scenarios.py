@@ -18,12 +18,13 @@ story's documented outcome. It declares
 
 Expected outcome of a row (controller/reconcilers/backups.py, docs/backup-manager.md
 "Failures"): a fault in an event write, a transient fault (409, 429, 500, timeout) and any fault
-of a cluster step (deletion, finish, schedule, trigger, bookkeeping) end in the clean run's
-final state, possibly after retries; a 422 in a per-record step (launch, running) fails the
-record: ``Failed``, ``<Kind>Rejected``, the apiserver's message (naming the field), a Warning
-event of that reason, counted once. Then, for every row: the lock is free, no Job or pod keeps
-the result finalizer, no record is stuck (every record terminal, none left deleting), and a
-fresh trigger still produces a record that runs and succeeds.
+of a cluster step (deletion, finish, schedule, trigger, bookkeeping) or of a lock renewal (the
+renewal path, off the workqueue: a refused renewal is retried, it never fails the run) end in
+the clean run's final state, possibly after retries; a 422 in a per-record step (launch,
+running) fails the record: ``Failed``, ``<Kind>Rejected``, the apiserver's message (naming the
+field), a Warning event of that reason, counted once. Then, for every row: the lock is free, no
+Job or pod keeps the result finalizer, no record is stuck (every record terminal, none left
+deleting), and a fresh trigger still produces a record that runs and succeeds.
 
 Rows where the controller disagrees with that contract are kept, marked ``xfail(strict=True)``
 with the defect named (:data:`KNOWN_DEFECTS`).
@@ -704,7 +705,7 @@ async def coalesced_trigger(ctx: Ctx) -> None:
 
 async def lock_renewal(ctx: Ctx) -> None:
     """A backup that runs longer than a renewal period (15 s lock, renewed every 5 s): the
-    running step renews the Lease, then the run ends."""
+    renewal path renews the Lease, then the run ends."""
     ctx.kubelet.hold = True
     name = await ctx.trigger("first")
     await ctx.wait_running(name)
@@ -902,7 +903,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                 ("PATCH", "jobs", ""),
             }
         ),
-        (Site("renew", ("PUT", "leases", ""), "running", lease_taken),),
+        (Site("renew", ("PUT", "leases", ""), "renewal", lease_taken),),
         settings={"operation_lock_seconds": 15},
     ),
 )
@@ -1218,7 +1219,16 @@ async def test_scenario_fault_row(
 
 
 def test_every_site_has_a_step() -> None:
-    steps = {"deletion", "running", "finish", "schedule", "trigger", "launch", "bookkeeping"}
+    steps = {
+        "deletion",
+        "running",
+        "finish",
+        "schedule",
+        "trigger",
+        "launch",
+        "bookkeeping",
+        "renewal",
+    }
     for s in SCENARIOS:
         for site in s.sites:
             assert site.step in steps | {"events"}, site

@@ -626,6 +626,7 @@ async def test_kubectl_sees_short_names_category_and_columns(
         "SCHEDULE",
         "SUSPENDED",
         "READY",
+        "REASON",
         "LAST",
         "BACKUP",
         "NEXT",

@@ -3,8 +3,10 @@
 Guarantees:
 
 * ``ConfigValid``, ``Suspended``, ``PreflightBlocked`` and ``Stalled`` always reflect this
-  reconcile, with ``observedGeneration``; ``nextScheduledBackup`` is the next window (or
-  cleared);
+  reconcile, with ``observedGeneration``, and so does the summary ``Ready``
+  (:func:`~controller.backup.decide.conditions.with_ready`: its reason is the READY column's
+  why, e.g. ``OpenBaoSealed`` or ``LockHeld`` while a due backup is blocked);
+  ``nextScheduledBackup`` is the next window (or cleared);
 * an invalid spec is never only a condition: whenever ``ConfigValid`` turns False (or its
   message changes) a Warning event ``InvalidSpec`` names the problem, and the gauge
   ``openbao_backup_config_valid`` (0/1) lets an alert fire; the schedule's cadence and the
@@ -101,6 +103,7 @@ async def write_bookkeeping(
         observed_generation=gen,
         now=now,
     )
+    conds = cond.with_ready(conds, observed_generation=gen, now=now)
     backup: dict[str, Any] = dict(extra)
     backup["nextScheduledBackup"] = cond.rfc3339(next_window) if next_window else None
     want = {"observedGeneration": gen, "conditions": conds}

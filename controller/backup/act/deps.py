@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from controller.backup.act.fresh import FreshView
 from controller.backup.act.lock import OperationLock
+from controller.backup.act.renewer import Renewer
+from controller.backup.act.slots import LaunchSlots
 from controller.backup.act.status import StatusWriter
 from controller.backup.decide import names
 from controller.backup.decide.images import ImagePolicy
@@ -28,7 +30,7 @@ from controller.backup.decide.vocabulary import (
     LABEL_CLUSTER,
     LEGACY_JOB_NAME_LABEL,
 )
-from controller.cache.store import IndexFunc, JSONObject, StoreReader
+from controller.cache.store import IndexFunc, JSONObject
 from controller.kube.client import KubeApi
 from controller.kube.events import EventRecorder
 from controller.kube.resources import JOB, LEASE, OPENBAO_BACKUP, OPENBAO_RESTORE, POD, Resource
@@ -36,6 +38,7 @@ from controller.metrics import BackupMetrics
 
 BY_CLUSTER = "cluster"
 BY_JOB = "job"
+BY_PHASE = "phase"
 
 Probe = Callable[..., Awaitable[HealthProbe]]
 
@@ -44,6 +47,10 @@ def _record_cluster(obj: JSONObject) -> list[str]:
     cluster = (obj.get("spec") or {}).get("cluster")
     namespace = obj["metadata"].get("namespace")
     return [f"{namespace}/{cluster}"] if cluster and namespace else []
+
+
+def _record_phase(obj: JSONObject) -> list[str]:
+    return [str((obj.get("status") or {}).get("phase") or "Pending")]
 
 
 def _labelled_cluster(obj: JSONObject) -> list[str]:
@@ -59,7 +66,7 @@ def _pod_job(obj: JSONObject) -> list[str]:
 
 
 INDEXERS: Mapping[Resource, Mapping[str, IndexFunc]] = {
-    OPENBAO_BACKUP: {BY_CLUSTER: _record_cluster},
+    OPENBAO_BACKUP: {BY_CLUSTER: _record_cluster, BY_PHASE: _record_phase},
     OPENBAO_RESTORE: {BY_CLUSTER: _record_cluster},
     JOB: {BY_CLUSTER: _labelled_cluster},
     POD: {BY_JOB: _pod_job, BY_CLUSTER: _labelled_cluster},
@@ -83,8 +90,8 @@ class Deps:
     clusters: FreshView
     backups: FreshView
     restores: FreshView
-    jobs: StoreReader
-    pods: StoreReader
+    jobs: FreshView
+    pods: FreshView
     status: StatusWriter
     events: EventRecorder
     lock: OperationLock
@@ -93,6 +100,9 @@ class Deps:
     job_ttl_seconds: int
     now: Callable[[], dt.datetime] = utcnow
     metrics: dict[str, BackupMetrics] = field(default_factory=dict)
+    spread_seconds: int = 0  # opt-in jitter of scheduled windows (decide.spread)
+    slots: LaunchSlots | None = None  # the global executor-Job caps; None: no cap
+    renewer: Renewer | None = None  # lock renewals off the workqueue; None: timed requeues
 
     def records_of(self, *, namespace: str, cluster: str) -> list[JSONObject]:
         return self.backups.by_index(BY_CLUSTER, f"{namespace}/{cluster}")

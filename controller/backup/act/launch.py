@@ -10,8 +10,13 @@ Guarantees:
   without a probe, a lock or a Job;
 * a Job is created only after the preflight passed (OpenBao reachable, initialised,
   unsealed, with an active node) AND this run holds the cluster's operation lock; blocked work
-  stays Pending with a ``Blocked`` condition and a ``PreflightBlocked`` event, and says when
-  to look again (the lock's expiry, or a preflight retry);
+  shows phase ``Pending`` with a ``Blocked`` condition naming the reason (and a
+  ``PreflightBlocked`` event), and says when to look again (the lock's expiry, or a preflight
+  retry); records waiting behind another backup of the cluster show phase ``Pending`` with
+  ``Blocked`` reason ``Queued`` naming it (:func:`mark_queued`);
+* with executor-Job caps (``--max-concurrent-backups``, ``--max-concurrent-backups-per-target``)
+  a launch first takes a slot (:mod:`.slots`, oldest due first across all clusters); one that
+  gets none waits Pending with ``Blocked`` reason ``ConcurrencyLimit``, without a probe;
 * the Job name is derived from the record, so a crash or failover between any two steps
   re-finds the same Job (AlreadyExists = adopt), never starts a second one;
 * the record becomes ``Running`` (``jobName``, ``startTime``, a copy of the target) only
@@ -34,9 +39,16 @@ from controller.backup.decide import conditions as cond
 from controller.backup.decide import names
 from controller.backup.decide.jobspec import build_job
 from controller.backup.decide.preflight import Verdict, assess
-from controller.backup.decide.records import RUNNING, name_of, scheduled_time
+from controller.backup.decide.records import (
+    PENDING,
+    RUNNING,
+    created_at,
+    name_of,
+    scheduled_time,
+)
 from controller.backup.decide.spec import ClusterSpec
-from controller.backup.decide.timing import PREFLIGHT_RETRY_SECONDS
+from controller.backup.decide.spread import offset_seconds
+from controller.backup.decide.timing import PREFLIGHT_RETRY_SECONDS, cap_retry_delay
 from controller.cache.store import JSONObject, thaw
 from controller.errors import AlreadyExists, NotFound
 from controller.kube.resources import JOB
@@ -53,14 +65,17 @@ class Blocked:
     retry_at: dt.datetime
 
 
-def past_deadline(record: Mapping[str, Any], *, cluster: ClusterSpec, now: dt.datetime) -> str:
-    """A message if ``record`` is a scheduled window past its starting deadline, else ``""``."""
+def past_deadline(
+    record: Mapping[str, Any], *, cluster: ClusterSpec, now: dt.datetime, offset: int = 0
+) -> str:
+    """A message if ``record`` is a scheduled window past its starting deadline (counted from
+    the window plus the cluster's spread ``offset``), else ``""``."""
     assert cluster.backup is not None
     window = scheduled_time(record)
     deadline = cluster.backup.starting_deadline_seconds
     if window is None or deadline is None:
         return ""
-    if now <= window + dt.timedelta(seconds=deadline):
+    if now <= window + dt.timedelta(seconds=offset + deadline):
         return ""
     return (
         f"window {cond.rfc3339(window)} could not start within startingDeadlineSeconds={deadline}"
@@ -85,6 +100,53 @@ async def launch(
     deps: Deps, *, cluster: ClusterSpec, cluster_obj: Mapping[str, Any], record: JSONObject
 ) -> JSONObject | Blocked:
     """Start ``record``: the Running record, or why it is blocked."""
+    ns, rec = cluster.namespace, name_of(record)
+    if deps.slots is None or deps.job_of(namespace=ns, record=rec, purpose=BACKUP) is not None:
+        return await _start(deps, cluster=cluster, cluster_obj=cluster_obj, record=record)
+    now = deps.now()
+    target = ((cluster_obj.get("spec") or {}).get("backup") or {}).get("target") or {}
+    admission = deps.slots.try_admit(
+        record=f"{ns}/{rec}", due=due_at(deps, record, cluster=cluster), target=target, now=now
+    )
+    if not admission.admitted:
+        retry = now + dt.timedelta(seconds=cap_retry_delay(admission.position))
+        message = (
+            f"waiting for a free executor slot (at most {deps.slots.max_total or 'unlimited'} "
+            f"Jobs at once, {deps.slots.max_per_target or 'unlimited'} per storage target); "
+            "the oldest due backups start first"
+        )
+        return Blocked(CONCURRENCY_LIMIT, message, retry)
+    with deps.slots.admitted(f"{ns}/{rec}"):
+        return await _start(deps, cluster=cluster, cluster_obj=cluster_obj, record=record)
+
+
+CONCURRENCY_LIMIT = "ConcurrencyLimit"
+"""The ``Blocked`` (and ``PreflightBlocked``) reason of a launch waiting for an executor slot."""
+
+
+def due_at(deps: Deps, record: Mapping[str, Any], *, cluster: ClusterSpec) -> dt.datetime:
+    """When ``record`` became due: its window plus the cluster's spread offset, or its
+    creation (triggers)."""
+    window = scheduled_time(record)
+    if window is None:
+        return created_at(record)
+    return window + dt.timedelta(seconds=spread_offset(deps, cluster))
+
+
+def spread_offset(deps: Deps, cluster: ClusterSpec) -> int:
+    assert cluster.backup is not None
+    return offset_seconds(
+        namespace=cluster.namespace,
+        name=cluster.name,
+        spread_seconds=deps.spread_seconds,
+        starting_deadline_seconds=cluster.backup.starting_deadline_seconds,
+    )
+
+
+async def _start(
+    deps: Deps, *, cluster: ClusterSpec, cluster_obj: Mapping[str, Any], record: JSONObject
+) -> JSONObject | Blocked:
+    """Preflight, lock, Job, Running: the launch once it may take an executor slot."""
     now = deps.now()
     ns, rec = cluster.namespace, name_of(record)
     job_name = names.job_name(record=rec, purpose=BACKUP)
@@ -109,7 +171,8 @@ async def launch(
             assert attempt.retry_at is not None
             return Blocked("LockHeld", attempt.message, attempt.retry_at)
         with contextlib.suppress(AlreadyExists):
-            await deps.api.create(path=JOB.path(namespace=ns), body=body)
+            created = await deps.api.create(path=JOB.path(namespace=ns), body=body)
+            deps.jobs.remember(created, created=True)  # seen before the watch delivers it
     raw_target = thaw(((cluster_obj.get("spec") or {}).get("backup") or {}).get("target") or {})
     window = scheduled_time(record)
     status: dict[str, Any] = {
@@ -137,34 +200,57 @@ async def launch(
 
 
 async def mark_blocked(deps: Deps, *, record: JSONObject, blocked: Blocked) -> None:
-    """The record waits: a ``Blocked`` condition and an event, both only when the reason or
-    message changed (a long block costs no writes)."""
-    conditions = (record.get("status") or {}).get("conditions")
-    current = cond.get_condition(conditions, cond.BLOCKED)
-    if (
-        current is None
-        or current.get("status") != "True"
-        or current.get("reason") != blocked.reason
-        or current.get("message") != blocked.message[:1024]
-    ):
-        await deps.status.backup(
-            obj=record,
-            status={
-                "phase": "Pending",
-                "conditions": cond.set_condition(
-                    conditions,
-                    type=cond.BLOCKED,
-                    status="True",
-                    reason=blocked.reason,
-                    message=blocked.message,
-                    observed_generation=None,
-                    now=deps.now(),
-                ),
-            },
-        )
+    """The record waits: phase ``Pending``, a ``Blocked`` condition and an event, written only
+    when the reason or message changed (a long block costs no writes)."""
+    if await _mark_waiting(deps, record=record, reason=blocked.reason, message=blocked.message):
         await deps.events.emit(
             obj=record,
             type="Warning",
             reason="PreflightBlocked",
             note=f"{blocked.reason}: {blocked.message}",
         )
+
+
+async def mark_queued(deps: Deps, *, record: JSONObject, behind: str) -> None:
+    """The record waits its turn behind ``behind`` (a running or older blocked record): phase
+    ``Pending`` and ``Blocked=True`` with reason ``Queued``, written once (no event: queueing
+    is normal flow, not a problem)."""
+    await _mark_waiting(
+        deps, record=record, reason=QUEUED, message=f"waiting for {behind} (one backup at a time)"
+    )
+
+
+QUEUED = "Queued"
+"""The ``Blocked`` reason of a record waiting behind another backup of its cluster."""
+
+
+async def _mark_waiting(deps: Deps, *, record: JSONObject, reason: str, message: str) -> bool:
+    """Write phase Pending and ``Blocked=True`` (reason, message) unless already there; True
+    when it wrote."""
+    status = record.get("status") or {}
+    conditions = status.get("conditions")
+    current = cond.get_condition(conditions, cond.BLOCKED)
+    if (
+        status.get("phase") == PENDING
+        and current is not None
+        and current.get("status") == "True"
+        and current.get("reason") == reason
+        and current.get("message") == message[:1024]
+    ):
+        return False
+    await deps.status.backup(
+        obj=record,
+        status={
+            "phase": PENDING,
+            "conditions": cond.set_condition(
+                conditions,
+                type=cond.BLOCKED,
+                status="True",
+                reason=reason,
+                message=message,
+                observed_generation=None,
+                now=deps.now(),
+            ),
+        },
+    )
+    return True

@@ -3,7 +3,10 @@
 Guarantees: see :mod:`controller.backup.act.launch` (this module only orders the records and
 wires the step into the reconcile's guard and metrics): a scheduled record past its starting
 deadline ends ``MissedSchedule`` and the next one is considered; a blocked launch asks to be
-looked at again at its ``retry_at``; a started one asks for the next lock renewal.
+looked at again at its ``retry_at``; a started one hands its lock to the renewal path
+(:mod:`.renewer`; without one, it asks for a timed requeue at the next renewal); every other
+Pending record shows that it waits behind the one launched, blocked or running
+(:func:`queue_behind`), so no waiting record has an empty phase.
 """
 
 from __future__ import annotations
@@ -13,9 +16,18 @@ from functools import partial
 from controller.backup.act import outcome
 from controller.backup.act.deps import Deps
 from controller.backup.act.guard import Guard, Pass
-from controller.backup.act.launch import Blocked, launch, mark_blocked, past_deadline
+from controller.backup.act.launch import (
+    CONCURRENCY_LIMIT,
+    Blocked,
+    launch,
+    mark_blocked,
+    mark_queued,
+    past_deadline,
+    spread_offset,
+)
+from controller.backup.act.lock import me
 from controller.backup.decide.failures import Step
-from controller.backup.decide.records import name_of, next_pending
+from controller.backup.decide.records import PENDING, is_deleting, name_of, next_pending, phase_of
 from controller.backup.decide.spec import ClusterSpec
 from controller.cache.store import JSONObject
 
@@ -26,7 +38,8 @@ async def launch_next(
     """Launch the oldest Pending record; the ``Reason: message`` it is blocked by, if any."""
     metrics = d.metrics.get(run.key)
     while (record := next_pending(records.values())) is not None:
-        missed = past_deadline(record, cluster=cluster, now=d.now())
+        offset = spread_offset(d, cluster)
+        missed = past_deadline(record, cluster=cluster, now=d.now(), offset=offset)
         if not missed:
             break
         await guard.step(
@@ -51,9 +64,11 @@ async def launch_next(
     started = await guard.step(
         run, Step.LAUNCH, partial(_launch, d, run, cluster, record), record=record
     )
+    if started is not None:  # launched or blocked: the others wait behind it
+        await queue_behind(d, guard, run, records, behind=name_of(record))
     if isinstance(started, Blocked):
-        if metrics is not None:
-            metrics.preflight_blocked(True)
+        if metrics is not None:  # waiting for a slot is throttling, not a failed preflight
+            metrics.preflight_blocked(started.reason != CONCURRENCY_LIMIT)
         run.wait((started.retry_at - d.now()).total_seconds())
         return f"{started.reason}: {started.message}"
     if metrics is not None:
@@ -62,7 +77,15 @@ async def launch_next(
         if metrics is not None:
             metrics.in_progress(True)
             metrics.lock(held_since=d.now().timestamp())
-        run.wait(d.lock.renew_every)
+        if d.renewer is not None:
+            d.renewer.hold(
+                namespace=run.namespace,
+                cluster=run.name,
+                me=me(name_of(started)),
+                after=d.lock.renew_every,
+            )
+        else:
+            run.wait(d.lock.renew_every)
         run.backup_status["activeBackup"] = name_of(started)
     return None
 
@@ -75,3 +98,13 @@ async def _launch(
     if isinstance(result, Blocked):
         await mark_blocked(d, record=record, blocked=result)
     return result
+
+
+async def queue_behind(
+    d: Deps, guard: Guard, run: Pass, records: dict[str, JSONObject], *, behind: str
+) -> None:
+    """Mark every other Pending record as queued behind ``behind`` (written once each)."""
+    for name, record in sorted(records.items()):
+        if name == behind or phase_of(record) != PENDING or is_deleting(record):
+            continue
+        await guard.step(run, Step.LAUNCH, partial(mark_queued, d, record=record, behind=behind))

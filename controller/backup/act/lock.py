@@ -22,7 +22,9 @@ Guarantees:
   sees it and other tools can find it; a Lease made by another tool without them gets them;
 * our own writes are remembered (:class:`~controller.backup.act.fresh.FreshView`), so the
   next decision sees them before the watch does;
-* release only ever clears a Lease we hold.
+* release only ever clears a Lease we hold;
+* renewals may go through their own client (``renew_api``: the same connection with its own
+  write budget, :mod:`.renewer`), so they never wait behind bulk writes.
 """
 
 from __future__ import annotations
@@ -103,8 +105,10 @@ class OperationLock:
         leases: FreshView,
         jobs: StoreReader,
         duration_seconds: int = LOCK_DURATION_SECONDS,
+        renew_api: KubeApi | None = None,
     ) -> None:
         self._api = api
+        self._renew_api = renew_api or api
         self._leases = leases
         self._jobs = jobs
         self._obs = Observations()
@@ -183,7 +187,12 @@ class OperationLock:
             oplock.LockAction.ACQUIRE_CREATE,
         ):
             await self._apply(
-                namespace=namespace, cluster=cluster, me=me, now=now, decision=decision
+                namespace=namespace,
+                cluster=cluster,
+                me=me,
+                now=now,
+                decision=decision,
+                api=self._renew_api,
             )
             return self.renew_every
         if decision.until is not None:
@@ -191,9 +200,17 @@ class OperationLock:
         return self.renew_every
 
     async def _apply(
-        self, *, namespace: str, cluster: str, me: str, now: datetime, decision: oplock.LockDecision
+        self,
+        *,
+        namespace: str,
+        cluster: str,
+        me: str,
+        now: datetime,
+        decision: oplock.LockDecision,
+        api: KubeApi | None = None,
     ) -> bool:
-        """Carry out ACQUIRE_*/RENEW; True if we hold the lock afterwards."""
+        """Carry out ACQUIRE_*/RENEW (PUTs through ``api``, default the main client); True if
+        we hold the lock afterwards."""
         action = decision.action
         if action is oplock.LockAction.HELD_BY_US:
             return True
@@ -231,7 +248,7 @@ class OperationLock:
             else:
                 return False
             path = LEASE.path(namespace=namespace, name=name)
-            self._leases.remember(await self._api.replace(path=path, body=body))
+            self._leases.remember(await (api or self._api).replace(path=path, body=body))
             return True
         except (AlreadyExists, Conflict):
             return False

@@ -90,6 +90,8 @@ async def finish(
                 record = await deps.status.backup(obj=record, status={"accounted": True})
         except Exception as exc:  # raised below, after the lock and the Job are let go
             error = exc
+    if deps.renewer is not None:
+        deps.renewer.drop(namespace=ns, cluster=cluster_name, me=me(rec))
     released = await deps.lock.release(
         namespace=ns, cluster=cluster_name, me=me(rec), now=deps.now()
     )
@@ -225,6 +227,7 @@ async def account(deps: Deps, *, cluster_obj: JSONObject, record: JSONObject) ->
             gen=gen,
             now=now,
         )
+    conds = cond.with_ready(conds, observed_generation=gen, now=now)
     return await deps.status.cluster(
         obj=cluster_obj, status={"backup": new, "conditions": conds}, cas=True
     )

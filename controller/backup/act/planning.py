@@ -19,6 +19,9 @@ Guarantees:
 * missed windows (older than the one catch-up run allowed by ``startingDeadlineSeconds``, or
   passed while the controller was down) are reported once: a ``MissedSchedule`` event, the
   missed counter, and ``status.backup.missedWindows``/``lastMissedWindow``; never a burst;
+* with ``--schedule-spread-seconds`` each cluster's windows are due at a fixed per-cluster
+  offset after the cron time (:func:`~controller.backup.decide.spread.offset_seconds`): the
+  record keeps the window's name, ``nextScheduledBackup`` shows the actual start;
 * each step returns the ``status.backup`` fields to write (by :mod:`.bookkeeping`) and the
   next window, for a timed requeue: no polling.
 """
@@ -32,7 +35,7 @@ from typing import Any
 
 from controller.backup.act.deps import Deps
 from controller.backup.decide import conditions as cond
-from controller.backup.decide import names, schedule, trigger
+from controller.backup.decide import names, schedule, spread, trigger
 from controller.backup.decide.records import new_record, queued_trigger
 from controller.backup.decide.spec import ClusterSpec
 from controller.backup.decide.vocabulary import COALESCED_MAX, TRIGGER_ANNOTATION
@@ -74,17 +77,27 @@ async def plan_schedule(deps: Deps, *, cluster: ClusterSpec, cluster_obj: JSONOb
     resumed_at = None
     if suspended_cond is not None and suspended_cond.get("status") == "False":
         resumed_at = cond.parse_time(suspended_cond.get("lastTransitionTime"))
+    # The opt-in spread: the cron schedule is read ``offset`` seconds late, so window W is due
+    # at W + offset and still names its record after W (at most one backup per window).
+    shift = dt.timedelta(
+        seconds=spread.offset_seconds(
+            namespace=cluster.namespace,
+            name=cluster.name,
+            spread_seconds=deps.spread_seconds,
+            starting_deadline_seconds=bs.starting_deadline_seconds,
+        )
+    )
     decision = schedule.decide(
         schedule=bs.schedule,
         time_zone=bs.time_zone,
         suspend=bs.suspend,
         starting_deadline_seconds=bs.starting_deadline_seconds,
-        now=now,
+        now=now - shift,
         last_handled_window=cond.parse_time(status.get("lastHandledWindow")),
         created_at=created,
         resumed_at=resumed_at,
     )
-    out.next_window = decision.next_window
+    out.next_window = decision.next_window + shift if decision.next_window else None
     if decision.action is schedule.ScheduleAction.INVALID:
         out.invalid = decision.message
     if decision.action is schedule.ScheduleAction.RUN and decision.due is not None:

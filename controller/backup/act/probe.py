@@ -10,8 +10,10 @@ Guarantees:
   :mod:`controller.backup.decide.addresses` keeps off link-local and metadata addresses), so
   an answer redirecting elsewhere (e.g. to 169.254.169.254) is reported, not fetched;
 * TLS is verified against the given CA bundle or the system store; it is never disabled.
-  Contexts are built once per CA bundle and cached (building one costs ~20 ms of CPU), and
-  plain ``http://`` addresses build none.
+  Contexts are built once per CA bundle and cached (building one costs ~20-30 ms of CPU;
+  ``tests/backup/test_probe_tls.py``), and plain ``http://`` addresses build none; a CA bundle
+  that is not PEM blocks the backup as unreachable with a message naming the ConfigMap
+  reference, never an exception.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ PROBE_TIMEOUT_SECONDS = 5.0
 blocks a reconcile worker only briefly."""
 
 
+BAD_CA = "the CA bundle (spec.tls.caConfigMapRef) holds no valid PEM certificate"
+
+
 @functools.lru_cache(maxsize=64)
 def _ssl_context(ca_pem: str | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
@@ -43,7 +48,10 @@ async def probe_openbao(
 ) -> HealthProbe:
     """Read ``sys/health`` and ``sys/leader`` of the OpenBao at ``address``."""
     base = address.rstrip("/")
-    tls: ssl.SSLContext | bool = _ssl_context(ca_pem) if base.startswith("https") else False
+    try:
+        tls: ssl.SSLContext | bool = _ssl_context(ca_pem) if base.startswith("https") else False
+    except (ssl.SSLError, ValueError):
+        return HealthProbe(reachable=False, error=BAD_CA)
     connector = aiohttp.TCPConnector(ssl=tls)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     try:

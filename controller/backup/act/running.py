@@ -10,7 +10,9 @@ Guarantees:
 * a record deleted while its Job runs reads the Job as finished once its pods stopped
   (:func:`_cancelled`);
 * the result finalizer is removed from the Job and its pods only after the record holds the
-  result (:func:`release_finalizers`, called by :mod:`.outcome`);
+  result (:func:`release_finalizers`, called by :mod:`.outcome`), with one write each: a
+  strategic merge patch that removes exactly that finalizer, remembered so a stale cache
+  never causes a second write;
 * :func:`cancel` deletes a run's Job (used when the record fails for a reason of ours);
 * the result is announced as a ``BackupSucceeded`` or ``BackupFailed`` event on the record and
   on its cluster (events are best effort: they never fail the step);
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from controller.backup.act.deps import Deps
+from controller.backup.act.fresh import FreshView
 from controller.backup.act.lock import job_terminal
 from controller.backup.act.lock import me as lock_identity
 from controller.backup.decide import conditions as cond
@@ -34,11 +37,11 @@ from controller.backup.decide.records import FAILED, SUCCEEDED, name_of
 from controller.backup.decide.vocabulary import RESULT_FINALIZER
 from controller.cache.store import JSONObject, thaw
 from controller.errors import NotFound
-from controller.kube.finalizers import remove_finalizer
 from controller.kube.resources import JOB, POD
 
 JSON = dict[str, Any]
 BACKUP = names.JobPurpose.BACKUP
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 async def observe(deps: Deps, *, namespace: str, record: JSONObject) -> JobResult:
@@ -186,16 +189,29 @@ async def _announce(deps: Deps, *, record: JSONObject, ok: bool, status: JSON) -
 async def release_finalizers(deps: Deps, *, namespace: str, job_name: str) -> None:
     """Let the Job and its pods go (their result is recorded)."""
     for pod in deps.pods_of(namespace=namespace, job=job_name):
-        await _drop_finalizer(
-            deps, POD.path(namespace=namespace, name=pod["metadata"]["name"]), pod
-        )
+        path = POD.path(namespace=namespace, name=pod["metadata"]["name"])
+        await _drop_finalizer(deps, deps.pods, path, pod)
     job = deps.jobs.get(f"{namespace}/{job_name}")
     if job is not None:
-        await _drop_finalizer(deps, JOB.path(namespace=namespace, name=job_name), job)
+        await _drop_finalizer(deps, deps.jobs, JOB.path(namespace=namespace, name=job_name), job)
 
 
-async def _drop_finalizer(deps: Deps, path: str, obj: Mapping[str, Any]) -> None:
-    await remove_finalizer(deps.api, path=path, obj=obj, finalizer=RESULT_FINALIZER)
+async def _drop_finalizer(deps: Deps, view: FreshView, path: str, obj: Mapping[str, Any]) -> None:
+    """Remove the result finalizer with one strategic merge patch (``$deleteFromPrimitiveList``
+    removes exactly that entry, whatever else changed in the list meanwhile), and remember the
+    answer, so a reconcile that still sees the old copy in the cache does not write again."""
+    if RESULT_FINALIZER not in (obj["metadata"].get("finalizers") or ()):
+        return
+    try:
+        written = await deps.api.request(
+            method="PATCH",
+            path=path,
+            body={"metadata": {"$deleteFromPrimitiveList/finalizers": [RESULT_FINALIZER]}},
+            content_type=STRATEGIC_MERGE_PATCH,
+        )
+    except NotFound:
+        return
+    view.remember(written)
 
 
 def completion_epoch(record: Mapping[str, Any]) -> float:

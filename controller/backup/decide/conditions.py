@@ -7,7 +7,11 @@ Guarantees:
 * ``lastTransitionTime`` changes only when ``status`` changes (as the API conventions say),
   while reason, message and ``observedGeneration`` are always refreshed;
 * conditions keep a stable order: existing ones in place, new ones appended;
-* messages are truncated to 1 KiB (callers never pass secrets).
+* messages are truncated to 1 KiB (callers never pass secrets);
+* the cluster's summary condition ``Ready`` (what ``kubectl get openbaoclusters`` shows in its
+  READY and REASON columns) is a pure function of the other conditions
+  (:func:`with_ready`): every writer of the cluster's conditions applies it in the same
+  write, so it never lags them and never costs a write of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ PREFLIGHT_BLOCKED = "PreflightBlocked"  # a due backup waits: unhealthy cluster 
 CONFIG_VALID = "ConfigValid"
 RESTORE_VERIFIED = "RestoreVerified"  # the newest restore drill passed (False: it failed)
 STALLED = "Stalled"  # a reconcile step keeps failing (the message says which and why)
+READY = "Ready"  # summary: backups run as configured (False: the reason says why not)
 # Condition types of OpenBaoBackup.status
 COMPLETE = "Complete"
 FAILED = "Failed"
@@ -95,3 +100,50 @@ def get_condition(
 def is_true(conditions: Iterable[Mapping[str, Any]] | None, type: str) -> bool:
     cond = get_condition(conditions, type)
     return cond is not None and cond.get("status") == "True"
+
+
+def _ready_verdict(
+    conditions: Iterable[Mapping[str, Any]] | None,
+) -> tuple[ConditionStatus, str, str]:
+    """(status, reason, message) of ``Ready``: the first problem in the order an operator
+    must act on them (the spec, a stalled step, a blocked preflight, failing backups), else
+    the last outcome."""
+    conds = list(conditions or ())
+
+    def when(type: str, status: str) -> Mapping[str, Any] | None:
+        found = get_condition(conds, type)
+        return found if found is not None and found.get("status") == status else None
+
+    if (c := when(CONFIG_VALID, "False")) is not None:
+        return "False", "InvalidSpec", str(c.get("message") or "")
+    if (c := when(STALLED, "True")) is not None:
+        return "False", "Stalled", str(c.get("message") or "")
+    if (c := when(PREFLIGHT_BLOCKED, "True")) is not None:
+        return "False", str(c.get("reason") or "PreflightBlocked"), str(c.get("message") or "")
+    if (c := when(BACKUP_FAILING, "True")) is not None:
+        return "False", "BackupFailing", str(c.get("message") or "")
+    if (c := when(SUSPENDED, "True")) is not None:
+        ready = when(BACKUP_READY, "True")
+        return ("True" if ready else "False"), "Suspended", str(c.get("message") or "")
+    if (c := when(BACKUP_READY, "True")) is not None:
+        return "True", "BackupSucceeded", str(c.get("message") or "")
+    return "False", "NoBackupYet", "no backup of this cluster has finished yet"
+
+
+def with_ready(
+    conditions: Iterable[Mapping[str, Any]] | None,
+    *,
+    observed_generation: int | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """``conditions`` with the summary ``Ready`` condition set from the others."""
+    status, reason, message = _ready_verdict(conditions)
+    return set_condition(
+        conditions,
+        type=READY,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=observed_generation,
+        now=now,
+    )

@@ -55,6 +55,7 @@ class Step(enum.Enum):
     TRIGGER = "trigger"
     LAUNCH = "launch"
     BOOKKEEPING = "bookkeeping"
+    RENEWAL = "renewal"  # the lock renewal path beside the workers (act/renewer), not a pass
 
     @property
     def per_record(self) -> bool:

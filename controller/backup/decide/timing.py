@@ -53,3 +53,24 @@ def retry_delay(streak: int) -> float:
 VERIFY_POLL_SECONDS = 2.0
 """After a restore Job, OpenBao's health is read this often until it is back: quick enough to
 report a restore within seconds, cheap (two unauthenticated GETs)."""
+
+CAP_RETRY_SECONDS = 5.0
+"""How soon a launch waiting for an executor slot looks again, per ten launches ahead of it:
+sooner starts Jobs sooner after a slot frees, later costs fewer idle reconciles."""
+CAP_RETRY_MAX_SECONDS = 60.0
+"""The longest a waiting launch goes without looking again (far back in a long queue)."""
+
+
+def cap_retry_delay(position: int) -> float:
+    """Seconds until a launch at ``position`` (1-based) in the slot queue looks again."""
+    return min(CAP_RETRY_MAX_SECONDS, CAP_RETRY_SECONDS * (1 + (position - 1) // 10))
+
+
+SLOT_WAIT_STALE_SECONDS = 180.0
+"""A launch waiting for a slot that nobody refreshed for this long leaves the queue: longer than
+:data:`CAP_RETRY_MAX_SECONDS` (a waiting launch refreshes its place at least that often), short
+enough that a cluster that stopped waiting frees its place in the order soon."""
+
+RENEW_RETRY_SECONDS = 5.0
+"""A failed lock renewal is tried again this soon: at a 60 s lease renewed every 20 s, several
+more attempts fit before it lapses, few enough not to hammer a struggling API server."""
