@@ -66,7 +66,7 @@ CLEANUP_BUDGET = 60.0
 #: Snapshot bytes handed to the verifier's worker thread at once: per 1 MiB chunk the thread
 #: round trips cost more CPU than they saved (profile: the GIL hand-over in the queue put);
 #: larger batches delay the detection of a corrupt stream and keep more chunks referenced.
-VERIFY_BATCH = 8 << 20
+VERIFY_BATCH = 2 << 20
 
 
 async def run_backup(*, config: Config, progress: Progress) -> None:

@@ -72,6 +72,17 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
+#: OBB_PART_SIZE when unset, per provider; measured with hack/bench/executor_throughput.py
+#: (docs/executor-performance.md). Every provider gets 64 MiB of part buffers at the default
+#: concurrency. S3 and Azure: 4 x 16 MiB; 8 x 8, 16 x 4 and 32 x 2 MiB were within this
+#: machine's noise on moto and Azurite (CPU 1.9-2.3 s per 256 MiB, throughput bound by the
+#: emulators), so the middle keeps both fewer requests than 8 MiB parts and more parallel
+#: round trips than 2 x 32 MiB. GCS: 2 x 32 MiB (one chunk sending, one filling), because a
+#: resumable upload sends one chunk at a time and each chunk is a round trip: 16 MiB chunks
+#: ran at 0.37x the raw client's throughput on fake-gcs-server, 32 MiB at 0.47x, 64 MiB at
+#: 0.73x (which would cost 128 MiB of buffers).
+DEFAULT_PART_SIZE = {"s3": 16 * MiB, "gcs": 32 * MiB, "azure": 16 * MiB}
+
 #: Largest accepted ``OBB_DELETE_KEYS`` JSON, so a delete report always fits in 4 KiB.
 MAX_DELETE_KEYS_JSON = 3000
 #: Longest snapshot key accepted (the OpenBaoRestore CRD's limit; S3 and GCS allow 1024 bytes).
@@ -250,15 +261,18 @@ PART_SIZE = _v(
     "Storage",
     "OBB_PART_SIZE",
     "Upload part/chunk/block size, bytes or with Ki/Mi/Gi. S3: 5Mi-5Gi (max snapshot = "
-    "10,000 parts); GCS: multiple of 256Ki; Azure: at most 4000Mi (50,000 blocks).",
+    "10,000 parts); GCS: multiple of 256Ki; Azure: at most 4000Mi (50,000 blocks). Default: "
+    "16Mi, and 32Mi for GCS (64 MiB of part buffers for every provider at the default "
+    "concurrency).",
     default="16Mi",
     modes=("backup",),
 )
 CONCURRENCY = _v(
     "Storage",
     "OBB_CONCURRENCY",
-    "Parts/blocks uploaded in parallel (1-64). Memory ~ (concurrency+1) x part size. GCS "
-    "resumable uploads are sequential (one chunk in flight, the next one buffered).",
+    "Parts/blocks in memory at once, each being filled or uploaded (1-64): memory ~ "
+    "concurrency x part size. GCS resumable uploads are sequential (one chunk in flight, the "
+    "next one buffered: 2 x part size).",
     default="4",
     modes=("backup",),
 )
@@ -1021,7 +1035,10 @@ def _storage(r: _Reader, mode: Mode, *, connect_timeout: float) -> StorageSettin
         r.problem(USE_PATH_STYLE, f"must be true, false or auto (got {style!r})")
     use_path_style = endpoint is not None if style == "auto" else style == "true"
     cacert = r.readable_file(STORAGE_CACERT, required=False)
-    part_size = r.size(PART_SIZE) if mode == "backup" else parse_size(PART_SIZE.default or "16Mi")
+    if mode == "backup" and r.raw(PART_SIZE) is not None:
+        part_size = r.size(PART_SIZE)
+    else:
+        part_size = DEFAULT_PART_SIZE.get(provider or "s3", DEFAULT_PART_SIZE["s3"])
     concurrency = r.integer(CONCURRENCY, lo=1, hi=64) if mode == "backup" else 1
     emulator = r.flag(EMULATOR)
     region = r.text(REGION)

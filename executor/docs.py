@@ -34,8 +34,11 @@ Guarantees:
   `cleaned` says what was removed. GCS resumable sessions cannot be listed: they expire after
   a week and are never visible. Lifecycle rules that catch the rest:
   [storage-lifecycle.md](storage-lifecycle.md).
-- **Constant memory.** At most `OBB_CONCURRENCY` parts of `OBB_PART_SIZE` are in flight, plus
-  the part being filled, whatever the snapshot size.
+- **Constant memory.** At most `OBB_CONCURRENCY` part buffers of `OBB_PART_SIZE` exist, each
+  being filled or uploaded (GCS: two, one sending and one filling), allocated once and reused,
+  whatever the snapshot size. Every part carries the cheapest integrity check its provider
+  verifies: over TLS a CRC32 (S3) or TLS alone (Azure, GCS); over plain HTTP the SigV4 payload
+  SHA-256 (S3) or a transactional MD5 (Azure). Figures: `docs/executor-performance.md`.
 - **A mismatch is never applied.** A restore refuses a snapshot without manifest, verifies the
   whole object against the manifest (SHA-256, size, archive check) in a first streaming pass,
   then streams it again (pinned to the same object version) into OpenBao, holding back the

@@ -57,10 +57,6 @@ SNAPSHOT_PATH = "sys/storage/raft/snapshot"
 FORCE_PATH = "sys/storage/raft/snapshot-force"
 _API_READ_TIMEOUT = 30.0
 _CHUNK = 1 << 20
-#: Bytes aiohttp buffers from the snapshot socket before it pauses reading (at twice this):
-#: at its 64 KiB default it switched reading off and on every ~128 KiB (a syscall pair each
-#: time) and handed us small chunks; more costs memory and delays back-pressure.
-_SNAPSHOT_READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -446,11 +442,7 @@ class OpenBao:
         for _hop in range(2):
             try:
                 resp = await self._session.get(
-                    url,
-                    headers=self._headers(),
-                    allow_redirects=False,
-                    timeout=timeout,
-                    read_bufsize=_SNAPSHOT_READ_BUFFER,
+                    url, headers=self._headers(), allow_redirects=False, timeout=timeout
                 )
             except _FOREIGN as exc:
                 raise SnapshotError(f"requesting the snapshot: {_describe(exc)} ({url})") from None

@@ -7,7 +7,7 @@ emulator under ``python -m cProfile`` and prints the functions with the most own
 (``tottime``) and the most cumulative time, plus the child's CPU seconds and peak RSS::
 
     .venv/bin/python hack/bench/executor_profile.py --target s3 --size 256Mi [--top 25]
-        [--part-size 16Mi] [--concurrency 4] [--out /tmp/executor.prof]
+        [--part-size 16Mi] [--concurrency 4] [--out /tmp/executor.prof] [--env K=V ...]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", default=None)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--env", action="append", default=[], help="K=V for the executor")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="obb-profile-"))
     out = args.out or work / "executor.prof"
@@ -58,6 +59,7 @@ async def main() -> None:
             env["OBB_PART_SIZE"] = args.part_size
         if args.concurrency:
             env["OBB_CONCURRENCY"] = args.concurrency
+        env.update(item.split("=", 1) for item in args.env)
         child = await run_child(
             [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "executor", "backup"], env
         )

@@ -26,8 +26,9 @@ Usage::
         [--targets s3,gcs,azure] [--runs 3] [--part-size 16Mi] [--concurrency 4]
         [--workdir DIR]
 
-``--part-size``/``--concurrency`` default to the executor's own defaults (OBB_PART_SIZE,
-OBB_CONCURRENCY); the raw client always uses the same values as the executor.
+``--part-size``/``--concurrency`` default to the executor's own defaults for each provider
+(``executor.contract.DEFAULT_PART_SIZE``, OBB_CONCURRENCY); the raw client always uses the
+same values as the executor (gcloud-aio-storage has no part size: it sends one request).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,7 @@ def in_flight(target: str, concurrency: int) -> int:
 def table(
     results: dict[tuple[str, str], dict[str, list[Sample]]],
     sizes: dict[str, int],
-    part_size: int,
+    part_size: Callable[[str], int],
     concurrency: int,
 ) -> list[str]:
     head = (
@@ -171,7 +173,7 @@ def table(
         tr, te = mib / med("raw", "seconds"), mib / med("ours", "seconds")
         cr, ce = med("raw", "cpu_seconds"), med("ours", "cpu_seconds")
         rr, re_ = med("raw", "peak_rss_mib"), med("ours", "peak_rss_mib")
-        budget = 64 + in_flight(target, concurrency) * part_size / MiB
+        budget = 64 + in_flight(target, concurrency) * part_size(target) / MiB
         rows.append(
             f"{target:6} {size_text:>5} | {tr:9.1f} {te:6.1f} {te / tr:5.2f} | "
             f"{cr:9.2f} {ce:6.2f} {ce / cr:5.2f} | {rr:7.0f} {re_:6.0f} {re_ / rr:5.2f} "
@@ -185,14 +187,19 @@ async def main() -> None:
     parser.add_argument("--sizes", default="256Mi,1Gi")
     parser.add_argument("--targets", default="s3,gcs,azure")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--part-size", default=contract.PART_SIZE.default)
+    parser.add_argument("--part-size", default=None, help="default: the executor's")
     parser.add_argument("--concurrency", type=int, default=int(contract.CONCURRENCY.default or 4))
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     targets = args.targets.split(",")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="obb-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    part_size = contract.parse_size(args.part_size)
+
+    def part_size_of(target: str) -> int:
+        if args.part_size:
+            return contract.parse_size(args.part_size)
+        return contract.DEFAULT_PART_SIZE[target]
+
     sizes = {s: contract.parse_size(s) for s in args.sizes.split(",")}
     results: dict[tuple[str, str], dict[str, list[Sample]]] = {}
     stores = Stores(work, targets)
@@ -225,7 +232,7 @@ async def main() -> None:
                                     target, endpoint=endpoint, bucket=bucket, bao=bao.url, work=work
                                 )
                                 env.update(
-                                    OBB_PART_SIZE=str(part_size),
+                                    OBB_PART_SIZE=str(part_size_of(target)),
                                     OBB_CONCURRENCY=str(args.concurrency),
                                 )
                                 sample = await run_executor(env)
@@ -242,7 +249,7 @@ async def main() -> None:
                                         raw_endpoint,
                                         bucket,
                                         "raw/object.snap",
-                                        str(part_size),
+                                        str(part_size_of(target)),
                                         str(args.concurrency),
                                     ]
                                 )
@@ -263,12 +270,13 @@ async def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     print(
         f"\n# {dt.date.today()}: {args.runs} interleaved runs, medians; part size "
-        f"{args.part_size}, concurrency {args.concurrency}; x = executor / raw client; "
+        + ", ".join(f"{t} {part_size_of(t) // MiB} MiB" for t in targets)
+        + f"; concurrency {args.concurrency}; x = executor / raw client; "
         f"budget = 64 MiB + parts in flight x part size; {time.monotonic() - started:.0f}s"
     )
     for target, (ours, raw) in base.items():
         print(f"# baseline (imports only) {target:5}: executor {ours:.0f} MiB, raw {raw:.0f} MiB")
-    for row in table(results, sizes, part_size, args.concurrency):
+    for row in table(results, sizes, part_size_of, args.concurrency):
         print(row)
 
 

@@ -74,6 +74,24 @@ def test_secrets_are_not_in_repr_and_are_registered(files: dict[str, Path]) -> N
 
 
 @pytest.mark.parametrize(
+    ("provider", "extra", "part_size"),
+    [
+        ("s3", {}, 16 << 20),
+        ("gcs", {"OBB_ENDPOINT": "http://127.0.0.1:4443", "OBB_EMULATOR": "true"}, 32 << 20),
+        ("azure", {"OBB_AZURE_ACCOUNT": "acct", "AZURE_STORAGE_KEY": "k=="}, 16 << 20),
+    ],
+)
+def test_default_part_size_per_provider(
+    files: dict[str, Path], provider: str, extra: dict[str, str], part_size: int
+) -> None:
+    env = base(files, OBB_PROVIDER=provider, **extra)
+    env.pop("OBB_PART_SIZE", None)
+    cfg = load_config(mode="backup", environ=env)
+    assert cfg.storage.part_size == part_size
+    assert cfg.storage.concurrency == 4
+
+
+@pytest.mark.parametrize(
     ("provider", "extra"),
     [
         (

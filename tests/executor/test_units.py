@@ -269,3 +269,20 @@ async def test_numbered_upload_holds_at_most_concurrency_buffers() -> None:
 def test_backoff_grows_and_is_capped() -> None:
     assert [backoff(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.8]
     assert backoff(50) == 5.0
+
+
+def test_s3_parts_carry_a_crc32_only_over_tls() -> None:
+    from executor.storage.s3 import crc32_b64, part_checksum
+
+    assert part_checksum(endpoint=None)  # AWS's own endpoints are HTTPS
+    assert part_checksum(endpoint="https://minio.example:9000")
+    assert not part_checksum(endpoint="http://127.0.0.1:9000")  # signed payload instead
+    # x-amz-checksum-crc32 of "123456789" (CRC-32 check value 0xCBF43926), base64 big-endian
+    assert crc32_b64(memoryview(b"123456789")) == "y/Q5Jg=="
+
+
+def test_azure_blocks_carry_an_md5_only_without_tls() -> None:
+    from executor.storage.azure import block_md5
+
+    assert not block_md5(scheme="https")
+    assert block_md5(scheme="http")
