@@ -286,3 +286,23 @@ def test_azure_blocks_carry_an_md5_only_without_tls() -> None:
 
     assert not block_md5(scheme="https")
     assert block_md5(scheme="http")
+
+
+async def test_part_body_writes_the_whole_part_again_for_a_retry() -> None:
+    class Writer:
+        def __init__(self) -> None:
+            self.out = bytearray()
+
+        async def write(self, chunk: bytes | bytearray | memoryview) -> None:
+            self.out += chunk
+
+    data = bytes(range(256)) * 4096  # 1 MiB: several send slices
+    body = PartBody(memoryview(data))
+    for _ in range(2):  # aiohttp writes the same payload object again when botocore retries
+        writer = Writer()
+        await body.write(writer)  # type: ignore[arg-type]
+        assert bytes(writer.out) == data
+    await body.close()
+    writer = Writer()
+    await body.write_with_length(writer, 10)  # type: ignore[arg-type]
+    assert bytes(writer.out) == data[:10]
