@@ -30,7 +30,7 @@ mkdir -p "$(dirname "$out")"
 tmp="$out.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 start=$(date +%s)
-echo "build-helm: building helm $HELM_VERSION (cold build, about a minute or two)" >&2
+echo "build-helm: building helm $HELM_VERSION (cold build: 3-5 CPU-minutes, a few minutes on 2 cores)" >&2
 cd "$here/tools/helm"
 # GOTOOLCHAIN=auto: as in build-control-plane.sh, an older local Go fetches the go.mod's.
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-auto}"
