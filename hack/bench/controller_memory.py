@@ -73,6 +73,8 @@ from controller.settings import Settings  # noqa: E402
 NS, EMPTY_NS = "bench", "bench-empty"
 LEADER_LEASE = "openbao-backup-controller"
 CONCURRENCY = 64
+LIST_TIMEOUT = 300.0
+"""The bench's own request timeout: a page of 500 records on a loaded 2-core machine."""
 SETTLE_SECONDS = 5.0
 """Wait after /readyz before the settled RSS: long enough for the last handler calls and the
 list's garbage to go, short against the run."""
@@ -233,14 +235,22 @@ async def populate(c: KubeClients, *, clusters: int, per_cluster: int) -> None:
     )
 
 
-async def list_all(c: KubeClients, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
-    """One unpaginated list, retried while the resource's storage is still initialising."""
-    for _ in range(100):
+async def list_all(c: KubeClients, path: str, query: list[tuple[str, str]]) -> list[Any]:
+    """Every item, in pages of 500; retried while the resource's storage is initialising."""
+    items: list[Any] = []
+    cont = ""
+    for _ in range(10_000):
+        paged = [*query, ("limit", "500"), *([("continue", cont)] if cont else [])]
         try:
-            return await c.api.request(method="GET", path=path, query=query)
+            page = await c.api.request(method="GET", path=path, query=paged)
         except errors.TooManyRequests:
             await asyncio.sleep(0.2)
-    raise SystemExit(f"bench: {path} kept answering 429")
+            continue
+        items.extend(page.get("items") or ())
+        cont = str((page.get("metadata") or {}).get("continue") or "")
+        if not cont:
+            return items
+    raise SystemExit(f"bench: listing {path} did not finish")
 
 
 @dataclass
@@ -264,14 +274,14 @@ async def measure_sizes(c: KubeClients) -> Sizes:
         query = [("labelSelector", selector)] if selector else []
         listing = await list_all(c, resource.path(), query)
         projection = projection_for(resource)
-        for item in listing["items"]:
+        for item in listing:
             item.setdefault("apiVersion", resource.api_version)
             item.setdefault("kind", resource.kind)
             item["metadata"].pop("managedFields", None)
             sizes.objects += 1
             sizes.served += compact(item)
             sizes.projected += compact(thaw(projection.apply(item)))
-        held.extend(listing["items"])
+        held.extend(listing)
         del listing
     gc.collect()
     sizes.raw_client = tracemalloc.get_traced_memory()[0]
@@ -396,19 +406,28 @@ async def main() -> None:
     parser.add_argument("--records", type=int, default=30, help="OpenBaoBackups per cluster")
     parser.add_argument("--baseline", default="", help="git revision to run as 'before'")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--reuse", type=Path, help="a work directory kept by --keep: its objects, no creation"
+    )
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="obb-membench-"))
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="obb-membench-"))
     cp = ControlPlane(workdir=work / "control-plane").start()
     try:
         c = await connect(
-            Settings(kubeconfig=cp.kubeconfig, client_qps=5000, client_burst=5000),
+            Settings(
+                kubeconfig=cp.kubeconfig,
+                client_qps=5000,
+                client_burst=5000,
+                request_timeout=LIST_TIMEOUT,
+            ),
         )
         try:
-            await install_crds(c)
-            for ns in (NS, EMPTY_NS):
-                await c.api.create(path="/api/v1/namespaces", body={"metadata": {"name": ns}})
-            await leader_held_elsewhere(c)
-            await populate(c, clusters=args.clusters, per_cluster=args.records)
+            if args.reuse is None:
+                await install_crds(c)
+                for ns in (NS, EMPTY_NS):
+                    await c.api.create(path="/api/v1/namespaces", body={"metadata": {"name": ns}})
+                await leader_held_elsewhere(c)
+                await populate(c, clusters=args.clusters, per_cluster=args.records)
             sizes = await measure_sizes(c)
         finally:
             await c.close()
@@ -447,7 +466,7 @@ async def main() -> None:
             )
     finally:
         cp.stop()
-        if args.keep:
+        if args.keep or args.reuse:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
