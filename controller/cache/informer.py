@@ -18,6 +18,9 @@ Guarantees:
 * objects handed to handlers and readers are deep-frozen and projected: the resource's
   :class:`~controller.cache.projection.Projection` (documented in
   :mod:`controller.cache.projection`) decides which fields the cache keeps;
+* after its first complete list the informer hands the heap pages the list freed back to
+  the operating system (glibc ``malloc_trim``; a no-op elsewhere), so RSS reflects the cache,
+  not the list's high-water mark;
 * each listed page is projected and frozen as it arrives (:meth:`Informer.prepare`), so a
   list never holds the raw objects of more than one page; an unchanged object (same
   ``resourceVersion``) is shared with the cache instead of copied.
@@ -26,6 +29,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +165,7 @@ class Informer:
                 self._emit_delete(gone)
         self._metrics.set_objects(len(self._store))
         if self.has_synced() and not self._synced.is_set():
+            release_freed_heap()
             self._synced.set()
             self._metrics.set_synced(True)
             self._log.info("synced", objects=len(self._store))
@@ -198,6 +203,18 @@ class Informer:
             fn(*args)
         except Exception:
             self._log.exception("event handler failed", handler=getattr(fn, "__name__", "?"))
+
+
+def release_freed_heap() -> bool:
+    """Return free heap pages to the OS (glibc); False where ``malloc_trim`` is missing."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
 
 
 def _rv(obj: JSONObject) -> str:

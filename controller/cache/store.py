@@ -100,7 +100,8 @@ class Store:
         self._indexers: dict[str, IndexFunc] = {"namespace": namespace_index}
         self._indexers.update(indexers or {})
         self._indices: dict[str, dict[str, set[str]]] = {n: {} for n in self._indexers}
-        self._values: dict[str, dict[str, tuple[str, ...]]] = {n: {} for n in self._indexers}
+        # key -> its index values: one value as a plain str (the usual case), else a tuple
+        self._values: dict[str, dict[str, str | tuple[str, ...]]] = {n: {} for n in self._indexers}
 
     # -- reading -------------------------------------------------------------------------
     def get(self, key: str) -> JSONObject | None:
@@ -177,13 +178,14 @@ class Store:
 
     def _index_one(self, name: str, key: str, obj: JSONObject) -> None:
         values = tuple(dict.fromkeys(sys.intern(v) for v in self._indexers[name](obj)))
-        self._values[name][key] = values
+        self._values[name][key] = values[0] if len(values) == 1 else values
         for value in values:
             self._indices[name].setdefault(value, set()).add(key)
 
     def _unindex(self, key: str) -> None:
         for name in self._indexers:
-            for value in self._values[name].pop(key, ()):
+            held = self._values[name].pop(key, ())
+            for value in (held,) if isinstance(held, str) else held:
                 keys = self._indices[name].get(value)
                 if keys is not None:
                     keys.discard(key)
