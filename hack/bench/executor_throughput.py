@@ -15,7 +15,9 @@ same provider, measured in the same run against the same emulator. For each size
    this shared machine falls on both sides;
 4. reports medians over the runs: MiB/s of the transfer (first snapshot byte to upload
    complete, measured inside each process), CPU seconds (user + system) and peak RSS of
-   that child alone (``os.wait4``), and each as a ratio executor / raw.
+   that child alone (``os.wait4``); ``x`` is the median over runs of executor / raw within
+   the SAME run (throughput: executor MiB/s / raw MiB/s), so load that changes between
+   runs on a shared machine cancels out of the ratios.
 
 The "baseline" line is the peak RSS of a process that only imports what the executor (or
 the raw client) imports for that provider: what is paid before the first byte.
@@ -170,14 +172,19 @@ def table(
         def med(side: str, attr: str, sides: dict[str, list[Sample]] = sides) -> float:
             return float(statistics.median(getattr(s, attr) for s in sides[side]))
 
+        def ratio(attr: str, sides: dict[str, list[Sample]] = sides) -> float:
+            """Median over runs of executor / raw IN THE SAME RUN (robust to load drift)."""
+            pairs = zip(sides["ours"], sides["raw"], strict=True)
+            return float(statistics.median(getattr(o, attr) / getattr(r, attr) for o, r in pairs))
+
         tr, te = mib / med("raw", "seconds"), mib / med("ours", "seconds")
         cr, ce = med("raw", "cpu_seconds"), med("ours", "cpu_seconds")
         rr, re_ = med("raw", "peak_rss_mib"), med("ours", "peak_rss_mib")
         budget = 64 + in_flight(target, concurrency) * part_size(target) / MiB
         rows.append(
-            f"{target:6} {size_text:>5} | {tr:9.1f} {te:6.1f} {te / tr:5.2f} | "
-            f"{cr:9.2f} {ce:6.2f} {ce / cr:5.2f} | {rr:7.0f} {re_:6.0f} {re_ / rr:5.2f} "
-            f"{budget:6.0f}"
+            f"{target:6} {size_text:>5} | {tr:9.1f} {te:6.1f} {1 / ratio('seconds'):5.2f} | "
+            f"{cr:9.2f} {ce:6.2f} {ratio('cpu_seconds'):5.2f} | {rr:7.0f} {re_:6.0f} "
+            f"{ratio('peak_rss_mib'):5.2f} {budget:6.0f}"
         )
     return rows
 
