@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import gc
 import json
@@ -368,6 +369,7 @@ async def run_controller(
 
 def export_revision(rev: str, dest: Path) -> Path:
     """The controller and executor packages of ``rev`` in ``dest`` (git archive | tar)."""
+    shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", rev, "controller", "executor"],
@@ -428,7 +430,12 @@ async def main() -> None:
                     await c.api.create(path="/api/v1/namespaces", body={"metadata": {"name": ns}})
                 await leader_held_elsewhere(c)
                 await populate(c, clusters=args.clusters, per_cluster=args.records)
-            sizes = await measure_sizes(c)
+            saved = work / "sizes.json"
+            if args.reuse is not None and saved.exists():  # the same objects: measured once
+                sizes = Sizes(**json.loads(saved.read_text()))
+            else:
+                sizes = await measure_sizes(c)
+                saved.write_text(json.dumps(dataclasses.asdict(sizes)))
         finally:
             await c.close()
         n = sizes.objects
