@@ -20,8 +20,9 @@ agent. Opt-in, for a real node (``devenv.realnode``; ``RealNode.control_plane_op
 the arguments): ``advertise_address`` (the pod bridge gateway; the ``kubernetes`` Service's
 endpoint), ``serving_ips`` (extra SANs), ``kubelet_access`` (the apiserver's kubelet client cert,
 the kubelet serving certs verified against the CA, InternalIP first), ``extra_controllers``
-(e.g. ``REAL_NODE_CONTROLLERS``) and ``scheduler`` (kube-scheduler on the admin kubeconfig, no
-listening port). With none of them the control plane is exactly as described above.
+(e.g. ``REAL_NODE_CONTROLLERS``), ``scheduler`` (kube-scheduler on the admin kubeconfig, no
+listening port) and ``audit`` (the apiserver's audit log, ``devenv.audit``). With none of them
+the control plane is exactly as described above.
 Test/dev infrastructure, not product code.
 """
 
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
+from devenv.audit import audit_flags
 from devenv.certs import Pki, make_pki
 from devenv.procs import Server, ServerError, free_port
 
@@ -118,6 +120,7 @@ class ControlPlane:
     kubelet_access: bool = False
     extra_controllers: tuple[str, ...] = ()
     scheduler: bool = False
+    audit: bool = False  # the apiserver's audit log (devenv.audit)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -246,6 +249,7 @@ class ControlPlane:
                 "--profiling=false",
                 "--v=1",
                 *self._kubelet_flags(),
+                *(audit_flags(self.workdir) if self.audit else []),
             ],
             self.workdir / "kube-apiserver.log",
         ).start()

@@ -122,7 +122,9 @@ def realnode_cluster(
     image = product_image()
     workdir = session_dir / "realnode"
     node = RealNode.prepare(workdir=workdir / "node")
-    cp = ControlPlane(workdir=workdir / "control-plane", **node.control_plane_options()).start()
+    cp = ControlPlane(
+        workdir=workdir / "control-plane", audit=True, **node.control_plane_options()
+    ).start()
     try:
         node.start(control_plane=cp)
         node.import_image(image.archive, image.ref)

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from devenv.audit import refused
 from devenv.storage import MOTO_REGION
 from kubernetes_asyncio import client as k8s
 
 from executor.report import Report
 from tests.polling import until
 from tests.realnode.conftest import (
+    DEPLOYMENT,
     LEADER_LEASE,
     S3_ACCESS,
     S3_SECRET,
@@ -173,3 +175,15 @@ async def test_plugin_follows_a_real_executor_pod(tenant: Tenant) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "streamed " in done.stdout and "/s)" in done.stdout, done.stdout
     assert " Succeeded: realnode/" in done.stdout, done.stdout
+
+
+def test_the_shipped_rbac_never_refused_the_controller(realnode_cluster: Cluster) -> None:
+    """Last in the lane: every request the controller made (from any replica, the deleted
+    leader's too) was allowed by the chart's RBAC. A verb the controller uses but the chart
+    lacks shows here even where the controller copes with the refusal (e.g. a finalizer it
+    cannot remove), from the apiserver's audit log."""
+    world = realnode_cluster
+    template = world.kubectl_json("-n", SYSTEM_NS, "get", "deployment", DEPLOYMENT)
+    account = template["spec"]["template"]["spec"]["serviceAccountName"]
+    user = f"system:serviceaccount:{SYSTEM_NS}:{account}"
+    assert refused(world.cp.workdir, users={user}) == []
