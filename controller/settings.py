@@ -44,6 +44,11 @@ from controller.errors import ConfigError
 LogFormat = Literal["json", "console"]
 _ENV_PREFIX = "OPENBAO_BACKUP_"
 
+LIST_PAGE_SIZE = 500
+"""Objects per list page (client-go's default). A page is the transient peak of a list (its
+raw JSON and parsed objects, about 10 KB each, beside the cache); smaller pages lower that
+peak but cost a round trip each (66 requests for 33,000 objects at 500)."""
+
 
 def _default_identity() -> str:
     return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -64,7 +69,7 @@ class Settings:
 
     # What to watch
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    list_page_size: int = 500
+    list_page_size: int = LIST_PAGE_SIZE
     watch_timeout_min: int = 300  # server-side timeoutSeconds is random in [min, max]
     watch_timeout_max: int = 600
     watch_inactivity_timeout: float = 75.0  # client read watchdog; bookmarks arrive ~1/min

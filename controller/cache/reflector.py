@@ -43,14 +43,10 @@ from controller.logging import get_logger
 from controller.metrics import InformerMetrics
 from controller.queue.backoff import Backoff
 from controller.queue.clock import Clock, RealClock
+from controller.settings import LIST_PAGE_SIZE
 
 JSON = dict[str, Any]
 
-
-LIST_PAGE_SIZE = 500
-"""Objects per list page (client-go's default). A page is the transient peak of a list (its
-raw JSON and parsed objects, about 10 KB each, beside the cache); smaller pages lower that
-peak but cost a round trip each (66 requests for 33,000 objects at 500)."""
 
 MAX_EXPIRED_RESTARTS = 2
 """Paginated restarts after an expired continue token before one unpaginated list. A restart
