@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from devenv.procs import ServerError
+from devenv.procs import cached_build
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "openbao-backup"
@@ -52,16 +52,7 @@ def helm_binary() -> Path:
     override = os.environ.get("OPENBAO_BACKUP_HELM")
     if override:
         return Path(override)
-    proc = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-helm.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
-    )
-    if proc.returncode != 0:
-        raise ServerError(f"building helm failed (hack/build-helm.sh):\n{proc.stderr[-4000:]}")
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return cached_build(ROOT / "hack" / "build-helm.sh")
 
 
 def run_helm(

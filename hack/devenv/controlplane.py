@@ -39,7 +39,7 @@ from typing import TypedDict
 
 from devenv.audit import audit_flags
 from devenv.certs import Pki, make_pki
-from devenv.procs import Server, ServerError, free_port
+from devenv.procs import Server, ServerError, cached_build, free_port
 
 HACK = Path(__file__).resolve().parent.parent
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -90,16 +90,7 @@ def binaries_dir() -> Path:
     override = os.environ.get("OPENBAO_BACKUP_CP_BIN")
     if override:
         return Path(override)
-    script = HACK / "build-control-plane.sh"
-    proc = subprocess.run(
-        ["bash", str(script)], capture_output=True, text=True, check=False, timeout=3600
-    )
-    if proc.returncode != 0:
-        raise ServerError(
-            "building the control plane failed (hack/build-control-plane.sh):\n"
-            + proc.stderr[-4000:]
-        )
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return cached_build(HACK / "build-control-plane.sh")
 
 
 @dataclass

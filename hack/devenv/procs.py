@@ -133,3 +133,14 @@ def http_ok(url: str, *, timeout: float = 1.0, expect: Sequence[int] = (200,)) -
             return int(resp.status) in expect
     except urllib.error.HTTPError as exc:
         return exc.code in expect
+
+
+def cached_build(script: Path, *, timeout: float = 3600.0) -> Path:
+    """Run one of hack/'s cached build scripts (a no-op when warm) and return the path it
+    prints last; a failed build raises with the script's stderr."""
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, check=False, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise ServerError(f"{script.name} failed:\n{proc.stderr[-4000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])

@@ -18,7 +18,6 @@ lane installs the chart and runs it.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from devenv.chart import CHART_DIR, INSTALL_MANIFEST, MANIFESTS_DIR, load_docs, render
 from devenv.controlplane import ControlPlane
+from devenv.procs import cached_build
 from kubernetes_asyncio import client as k8s
 
 from tests.chart.conftest import CONTROLLER_NEEDS, CONTROLLER_NEVER, identity
@@ -46,15 +46,7 @@ def kubectl(cp: ControlPlane, *args: str, stdin: str | None = None) -> str:
 @pytest.fixture(scope="module")
 def operator_crds(control_plane: ControlPlane) -> list[str]:
     """The Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs, Established."""
-    proc = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-prometheus-crds.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, f"hack/build-prometheus-crds.sh: {proc.stderr[-3000:]}"
-    crd_dir = Path(proc.stdout.strip().splitlines()[-1])
+    crd_dir = cached_build(ROOT / "hack" / "build-prometheus-crds.sh", timeout=1800)
     files = [crd_dir / f"monitoring.coreos.com_{plural}.yaml" for plural in OPERATOR_CRDS]
     args = [a for f in files for a in ("-f", str(f))]
     kubectl(control_plane, "apply", "--server-side", "--force-conflicts", *args)
