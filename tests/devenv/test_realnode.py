@@ -166,8 +166,10 @@ def report(label: str, node: RealNode) -> None:
 
 @pytest.mark.integration
 def test_real_pods_jobs_and_a_clean_host_afterwards(tmp_path: Path) -> None:
-    before = host_state()
     node = RealNode.prepare(workdir=tmp_path / "node")
+    # After prepare: it undoes a crashed predecessor's changes (and changes nothing itself), so
+    # this is the host as a clean run must leave it, not one with a killed run's leftovers.
+    before = host_state()
     cp = ControlPlane(workdir=tmp_path / "cp", **node.control_plane_options())
     pids: set[int] = set()
     try:
