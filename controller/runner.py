@@ -18,6 +18,10 @@ Guarantees:
   any other exception, or the timeout   add rate-limited (5 ms .. 1000 s)  error
   ===================================== ================================== =================
 
+  and the keys a returned :class:`Result` names in ``wake`` are added at once (plain
+  ``add``: deduplicated, and a key being reconciled is reconciled again afterwards), so a
+  reconciler can hand work to other keys without touching the queue;
+
 * an unexpected exception (outside :class:`~controller.errors.OpenBaoBackupError`) is logged
   with its key and traceback and counted; it never kills the worker;
 * log lines emitted during a reconcile carry ``controller``, ``namespace``, ``name``
@@ -57,6 +61,9 @@ class Result:
 
     requeue_after: float | None = None
     requeue: bool = False
+    wake: tuple[str, ...] = ()
+    """Other keys to enqueue at once (e.g. clusters waiting for the executor slot this
+    reconcile freed): the reconciler names them, the runner, which owns the queue, adds them."""
 
 
 class Reconciler(Protocol):
@@ -198,6 +205,8 @@ class Runner:
             raise
         except Exception:
             return self._unexpected(key)
+        for other in result.wake:
+            self.queue.add(other)
         if result.requeue_after is not None and result.requeue_after > 0:
             self.queue.forget(key)
             self.queue.add_after(key, result.requeue_after)

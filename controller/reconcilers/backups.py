@@ -20,6 +20,8 @@ trigger        a trigger-annotation value becomes a record (or coalesces)   act/
 drill          record finished restore drills, start a due one              act/drilling
 launch         the oldest Pending record: preflight, lock, executor Job     act/launch_step
 bookkeeping    conditions, next window, a timed requeue (no polling)        act/bookkeeping
+(end)          the timed requeue, and the waiting clusters a freed executor  backup_steps
+               slot wakes (enqueued by the runner at once)
 =============  ===========================================================  ==================
 
 Failure model (docs/backup-manager.md, "Failures"). Every exception a step raises is
@@ -54,21 +56,16 @@ from __future__ import annotations
 from functools import partial
 
 from controller.backup.act import (
-    bookkeeping,
     deletion,
-    drilling,
     launch_step,
     metric_state,
     outcome,
     planning,
     restoring,
-    running,
 )
 from controller.backup.act.deps import CLUSTER_KEY_MAPPERS, INDEXERS, Deps
 from controller.backup.act.guard import Guard, Pass
-from controller.backup.act.lock import me
 from controller.backup.decide.failures import Failure, Kind, Step
-from controller.backup.decide.jobresult import JobPhase
 from controller.backup.decide.records import (
     PENDING,
     RUNNING,
@@ -88,6 +85,7 @@ from controller.kube.resources import (
     OPENBAO_CLUSTER,
 )
 from controller.logging import get_logger
+from controller.reconcilers import backup_steps as steps
 from controller.reconcilers.backup_deps import build_deps
 from controller.reconcilers.base import Context, ReconcilerSpec, Watch
 from controller.runner import Result
@@ -112,6 +110,7 @@ class BackupManager:
             cluster_obj=d.clusters.get(key),
             records={name_of(r): r for r in d.records_of(namespace=namespace, cluster=name)},
         )
+        mark = d.slots.mark() if d.slots is not None else 0
         cluster, spec_error = _parse(run.cluster_obj)
         if run.cluster_obj is not None:  # every step finds the series, restored after a restart
             metric_state.cluster_metrics(d, run)
@@ -119,14 +118,14 @@ class BackupManager:
         active = False
         for rec in running_records(run.records.values()):
             still = await self._guard.step(
-                run, Step.RUNNING, partial(self._drive, run, rec), record=rec
+                run, Step.RUNNING, partial(steps.drive, d, run, rec), record=rec
             )
             active = active or bool(still) or phase_of(run.records[name_of(rec)]) == RUNNING
         for rec in list(run.records.values()):
             if phase_of(rec) in TERMINAL:
-                await self._guard.step(run, Step.FINISH, partial(self._finish, run, rec))
+                await self._guard.step(run, Step.FINISH, partial(steps.finish, d, run, rec))
 
-        for rec in list(self._records(run).values()):
+        for rec in list(steps.fresh_records(d, run).values()):
             if is_deleting(rec):
                 run.wait(
                     await self._guard.step(
@@ -145,7 +144,7 @@ class BackupManager:
                 restore=restore,
                 cluster=cluster,
                 spec_error=spec_error,
-                records=self._records(run),
+                records=steps.fresh_records(d, run),
             )
             run.wait(await self._guard.step(run, Step.RESTORE, step, record=restore))
 
@@ -165,7 +164,7 @@ class BackupManager:
                             counted=False,
                         ),
                     )
-            return _result(self._guard.requeue_after(run))
+            return steps.result(d, self._guard, run, slots_mark=mark)
 
         cluster_obj = run.cluster_obj
         metric_state.cluster_metrics(d, run).in_progress(active)
@@ -175,10 +174,16 @@ class BackupManager:
             for rec in list(run.records.values()):
                 if phase_of(rec) == PENDING and not is_deleting(rec):
                     await self._guard.fail(run, rec, Failure(Kind.TERMINAL, "InvalidSpec", message))
-            await self._bookkeep(
-                run, config_error=message, planned=planning.Planned(), suspended=False, blocked=None
+            await steps.bookkeep(
+                d,
+                self._guard,
+                run,
+                config_error=message,
+                planned=planning.Planned(),
+                suspended=False,
+                blocked=None,
             )
-            return _result(self._guard.requeue_after(run))
+            return steps.result(d, self._guard, run, slots_mark=mark)
 
         planned = (
             await self._guard.step(
@@ -194,125 +199,41 @@ class BackupManager:
             run,
             Step.TRIGGER,
             lambda: planning.plan_trigger(
-                d, cluster=cluster, cluster_obj=cluster_obj, records=self._records(run)
+                d, cluster=cluster, cluster_obj=cluster_obj, records=steps.fresh_records(d, run)
             ),
         )
         if triggered is not None:
             run.backup_status.update(triggered.backup_status)
         run.backup_status.update(planned.backup_status)
-        drilled = await self._drills(run, cluster)
+        drilled = await steps.drills(d, self._guard, run, cluster)
         untrusted = "; ".join(d.executor_image.problems(cluster.backup))
         config_error = "; ".join(e for e in (planned.invalid, drilled.invalid, untrusted) if e)
 
         blocked: str | None = None
         if not active:
             blocked = await launch_step.launch_next(
-                d, self._guard, run, cluster, self._records(run)
+                d, self._guard, run, cluster, steps.fresh_records(d, run)
             )
         else:
-            records = self._records(run)
+            records = steps.fresh_records(d, run)
             ahead = next(iter(running_records(records.values())), None)
             if ahead is not None:
                 await launch_step.queue_behind(d, self._guard, run, records, behind=name_of(ahead))
-        await self._bookkeep(
+        await steps.bookkeep(
+            d,
+            self._guard,
             run,
             config_error=config_error,
             planned=planned,
             suspended=cluster.backup.suspend,
             blocked=blocked,
         )
-        return _result(self._guard.requeue_after(run))
+        return steps.result(d, self._guard, run, slots_mark=mark)
 
     async def background(self) -> None:
         """What runs beside the workers while this process reconciles: the lock renewals."""
         if self.deps.renewer is not None:
             await self.deps.renewer.run()
-
-    # -- steps ---------------------------------------------------------------------------------
-
-    def _records(self, run: Pass) -> dict[str, JSONObject]:
-        """The cluster's records as they are now (our own writes of this pass included)."""
-        run.records = {
-            name_of(r): r for r in self.deps.records_of(namespace=run.namespace, cluster=run.name)
-        }
-        return run.records
-
-    async def _drive(self, run: Pass, record: JSONObject) -> bool:
-        """Renew or finish a running record; True while its Job runs."""
-        d = self.deps
-        ns, rec = run.namespace, name_of(record)
-        result = await running.observe(d, namespace=ns, record=record)
-        if result.phase is JobPhase.RUNNING:
-            if d.renewer is not None:  # after a restart or failover: renew at once
-                d.renewer.hold(namespace=ns, cluster=run.name, me=me(rec), after=0.0)
-            else:
-                run.wait(await running.renew(d, namespace=ns, cluster=run.name, record=rec))
-            return True
-        run.records[rec] = await running.record_outcome(d, record=record, result=result)
-        return False
-
-    async def _finish(self, run: Pass, record: JSONObject) -> None:
-        run.cluster_obj = await outcome.finish(
-            self.deps, record=record, cluster_obj=run.cluster_obj
-        )
-
-    async def _drills(self, run: Pass, cluster: ClusterSpec) -> planning.Planned:
-        """Record finished restore drills, then start the one a due window asks for."""
-        d = self.deps
-        assert cluster.backup is not None
-        metrics = d.metrics.get(run.key)
-        if metrics is not None:
-            metrics.verify_enabled(cluster.backup.verify is not None)
-        for rec in drilling.running(self._records(run)):
-            assert run.cluster_obj is not None
-            step = partial(drilling.observe, d, cluster_obj=run.cluster_obj, record=rec)
-            updated = await self._guard.step(run, Step.DRILL, step)
-            if updated is not None:
-                run.cluster_obj = updated
-        assert run.cluster_obj is not None
-        step2 = partial(
-            drilling.plan,
-            d,
-            cluster=cluster,
-            cluster_obj=run.cluster_obj,
-            records=self._records(run),
-        )
-        drilled = await self._guard.step(run, Step.DRILL, step2) or planning.Planned()
-        if drilled.next_window is not None:
-            run.wait((drilled.next_window - d.now()).total_seconds())
-        run.backup_status.update(drilled.backup_status)
-        return drilled
-
-    async def _bookkeep(
-        self,
-        run: Pass,
-        *,
-        config_error: str,
-        planned: planning.Planned,
-        suspended: bool,
-        blocked: str | None,
-    ) -> None:
-        assert run.cluster_obj is not None
-        stalled = self._guard.stalled(run)
-        cluster_obj = run.cluster_obj
-        await self._guard.step(
-            run,
-            Step.BOOKKEEPING,
-            lambda: bookkeeping.write_bookkeeping(
-                self.deps,
-                cluster_obj,
-                config_error=config_error,
-                next_window=planned.next_window,
-                suspended=suspended,
-                blocked=blocked,
-                extra=run.backup_status,
-                stalled=stalled,
-            ),
-        )
-
-
-def _result(seconds: float | None) -> Result:
-    return Result(requeue_after=seconds) if seconds is not None else Result()
 
 
 def _parse(cluster_obj: JSONObject | None) -> tuple[ClusterSpec | None, str]:

@@ -16,7 +16,9 @@ Guarantees:
   ``Blocked`` reason ``Queued`` naming it (:func:`mark_queued`);
 * with executor-Job caps (``--max-concurrent-backups``, ``--max-concurrent-backups-per-target``)
   a launch first takes a slot (:mod:`.slots`, oldest due first across all clusters); one that
-  gets none waits Pending with ``Blocked`` reason ``ConcurrencyLimit``, without a probe;
+  gets none waits Pending with ``Blocked`` reason ``ConcurrencyLimit``, without a probe, and
+  is woken by the reconcile that frees a slot (:meth:`.slots.LaunchSlots.wake`), its timed
+  requeue (:func:`~..decide.timing.cap_retry_delay`) being only the fallback;
 * the Job name is derived from the record, so a crash or failover between any two steps
   re-finds the same Job (AlreadyExists = adopt), never starts a second one;
 * the record becomes ``Running`` (``jobName``, ``startTime``, a copy of the target) only
@@ -106,7 +108,11 @@ async def launch(
     now = deps.now()
     target = ((cluster_obj.get("spec") or {}).get("backup") or {}).get("target") or {}
     admission = deps.slots.try_admit(
-        record=f"{ns}/{rec}", due=due_at(deps, record, cluster=cluster), target=target, now=now
+        record=f"{ns}/{rec}",
+        cluster=f"{ns}/{cluster.name}",
+        due=due_at(deps, record, cluster=cluster),
+        target=target,
+        now=now,
     )
     if not admission.admitted:
         retry = now + dt.timedelta(seconds=cap_retry_delay(admission.position))

@@ -13,7 +13,9 @@ Pure decisions (issue 13: 1,000 clusters due in the same minute):
   executor Jobs and a cap per storage target (bucket and endpoint): the waiting launches are
   taken oldest due first (then by name), each admitted while both caps have room, and the
   candidate is admitted only if it is in that set. Nothing is dropped: a launch not admitted
-  waits with its position, and every older launch is served before it when a slot frees.
+  waits with its position, and every older launch is served before it when a slot frees;
+* :func:`admissible` is that same set (the walk :func:`admit` makes), so the launches woken
+  when a slot frees are exactly the ones :func:`admit` would let start.
 """
 
 from __future__ import annotations
@@ -56,6 +58,26 @@ class Admission:
     reason: str  # why not (empty when admitted)
 
 
+def admissible(
+    *, waiting: Iterable[Waiting], running: Iterable[str], max_total: int, max_per_target: int
+) -> list[Waiting]:
+    """The launches of ``waiting`` that may start now, oldest due first: each taken while the
+    global cap and its target's cap have room (``running``: the target of each Job that runs
+    or was admitted and is starting; a cap of 0 is no cap)."""
+    used = Counter(running)
+    total = sum(used.values())
+    taken: list[Waiting] = []
+    for item in sorted(set(waiting)):
+        if max_total and total >= max_total:
+            break
+        if max_per_target and used[item.target] >= max_per_target:
+            continue
+        taken.append(item)
+        total += 1
+        used[item.target] += 1
+    return taken
+
+
 def admit(
     *,
     candidate: Waiting,
@@ -64,27 +86,22 @@ def admit(
     max_total: int,
     max_per_target: int,
 ) -> Admission:
-    """May ``candidate`` start now? ``running``: the target of each Job that runs (or was
-    admitted and is starting); a cap of 0 is no cap."""
-    used = Counter(running)
-    total = sum(used.values())
+    """May ``candidate`` start now? Only if it is among :func:`admissible` of the waiting
+    launches and itself."""
+    running = list(running)
     queue = sorted({*waiting, candidate})
-    not_admitted: list[Waiting] = []
-    for item in queue:
-        if max_total and total >= max_total:
-            not_admitted.append(item)
-            continue
-        if max_per_target and used[item.target] >= max_per_target:
-            not_admitted.append(item)
-            continue
-        if item == candidate:
-            return Admission(True, 0, len(queue), "")
-        total += 1
-        used[item.target] += 1
+    taken = admissible(
+        waiting=queue, running=running, max_total=max_total, max_per_target=max_per_target
+    )
+    if candidate in taken:
+        return Admission(True, 0, len(queue), "")
+    chosen = set(taken)
+    not_admitted = [w for w in queue if w not in chosen]
     position = not_admitted.index(candidate) + 1
-    if max_total and sum(Counter(running).values()) >= max_total:
+    used = Counter(running)
+    if max_total and sum(used.values()) >= max_total:
         reason = f"{max_total} executor Jobs run at once (the global cap)"
-    elif max_per_target and Counter(running)[candidate.target] >= max_per_target:
+    elif max_per_target and used[candidate.target] >= max_per_target:
         reason = f"{max_per_target} executor Jobs write to this storage target at once"
     else:
         reason = "older backups take the free executor slots first"

@@ -54,11 +54,15 @@ VERIFY_POLL_SECONDS = 2.0
 """After a restore Job, OpenBao's health is read this often until it is back: quick enough to
 report a restore within seconds, cheap (two unauthenticated GETs)."""
 
-CAP_RETRY_SECONDS = 5.0
-"""How soon a launch waiting for an executor slot looks again, per ten launches ahead of it:
-sooner starts Jobs sooner after a slot frees, later costs fewer idle reconciles."""
-CAP_RETRY_MAX_SECONDS = 60.0
-"""The longest a waiting launch goes without looking again (far back in a long queue)."""
+CAP_RETRY_SECONDS = 30.0
+"""How soon a launch waiting for an executor slot looks again on its own, per ten launches
+ahead of it. Only the fallback: the reconcile that frees a slot wakes the launches that may
+take it (``LaunchSlots.wake``), so a Job starts within a reconcile of the slot freeing; a
+shorter timer would only recover sooner from a lost wake-up (a woken cluster whose reconcile
+failed), at the cost of idle reconciles of every waiting cluster in a long queue."""
+CAP_RETRY_MAX_SECONDS = 120.0
+"""The longest a waiting launch goes without looking again (far back in a long queue): the
+worst delay after a lost wake-up, one idle reconcile per two minutes per waiting cluster."""
 
 
 def cap_retry_delay(position: int) -> float:
