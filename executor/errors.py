@@ -8,9 +8,9 @@ Guarantees:
   ``internal``), which fixes the process exit code (see :mod:`executor.report`);
 * errors of foreign libraries are translated into this tree exactly once, at the edge that
   called the library: aiohttp errors talking to OpenBao in :mod:`executor.openbao`, botocore in
-  :mod:`executor.storage.s3`, aiohttp/gcloud-aio-auth in :mod:`executor.storage.gcs`,
-  azure-core/azure-identity in :mod:`executor.storage.azure`; code above those modules never
-  catches a foreign exception type;
+  :mod:`executor.storage.s3_errors`, aiohttp/gcloud-aio-auth in
+  :mod:`executor.storage.gcs_http`, azure-core/azure-identity in :mod:`executor.storage.azure`;
+  code above those modules never catches a foreign exception type;
 * messages never contain secret values (tokens, keys, connection strings): edges build their
   messages from status codes and server error texts, and :mod:`executor.secrets` scrubs every
   message once more before it is logged or reported.

@@ -1,29 +1,17 @@
-"""S3 and S3-compatible storage with aiobotocore: parallel multipart upload with SHA-256 parts.
+"""S3 and S3-compatible storage with aiobotocore: the bucket, its client and the cleanup.
 
 Guarantees (beyond :mod:`executor.storage.base`):
 
-* a snapshot is a multipart upload; every part is ``OBB_PART_SIZE`` bytes (the last may be
-  smaller), at most ``OBB_CONCURRENCY`` in flight, each sent without a copy from a reused part
-  buffer (:mod:`executor.storage.parts`); retries re-read the same bytes;
-* every part carries an integrity check that S3 verifies before it stores the part, the
-  cheapest one available (:func:`part_checksum`): over HTTPS a CRC32
-  (``ChecksumAlgorithm=CRC32`` on the upload, ``x-amz-checksum-crc32`` on each part, listed
-  again in CompleteMultipartUpload) with ``UNSIGNED-PAYLOAD`` signing (TLS protects the
-  bytes; a SHA-256 payload signature would hash every part a second time); over plain HTTP
-  (emulators, a MinIO without TLS) botocore always signs the payload, so S3 already checks
-  the part's SHA-256 and no second checksum is computed. Never an aws-chunked trailer, which
-  S3-compatible stores such as MinIO, R2 and B2 reject;
-* any failure or cancellation before completion aborts the multipart upload
-  (AbortMultipartUpload); if even the abort fails the error is logged with the upload id and
-  a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the last line of defence;
+* a snapshot is a multipart upload (:class:`~executor.storage.s3_upload.S3Upload`: parts from
+  reused buffers, each with the cheapest integrity check S3 verifies, aborted on any failure
+  or cancellation before completion);
 * uploads left behind by a KILLED run (no abort ran) are aborted by the next backup of the
   same cluster (:meth:`S3Sink.clean_abandoned`: ListMultipartUploads with
   ``Prefix=<cluster prefix>``, AbortMultipartUpload for each one whose ``Initiated`` is before
   the run started; needs ``s3:ListBucketMultipartUploads`` and ``s3:AbortMultipartUpload``);
 * S3 cannot set metadata after an upload completes, so the object's user metadata holds the
-  context known at start (cluster, trigger, executor version) and the sha256/size are added
-  as object TAGS after completion (best effort: some S3-compatible stores have no tagging;
-  the manifest is authoritative);
+  context known at start (cluster, trigger, executor version); the sha256/size are added as
+  object TAGS after completion;
 * ``request_checksum_calculation``/``response_checksum_validation`` are ``when_required``
   (no default CRC trailers); path-style addressing is used for custom endpoints unless
   ``OBB_USE_PATH_STYLE=false``; TLS verification uses ``OBB_STORAGE_CACERT`` or the system
@@ -31,198 +19,30 @@ Guarantees (beyond :mod:`executor.storage.base`):
 * credentials: static keys, IRSA web identity, or the default botocore chain (EKS Pod
   Identity, instance profile); if none resolve the run fails with a ConfigurationError -
   requests are never sent unsigned;
-* botocore/aiohttp errors are translated here, once.
+* botocore/aiohttp errors are translated in :mod:`executor.storage.s3_errors`, once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import datetime as dt
-import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    SSLError,
-)
+from botocore.exceptions import ClientError
 
 from executor.contract import S3Credentials, StorageSettings
-from executor.errors import (
-    ConfigurationError,
-    ExecutorError,
-    ObjectNotFound,
-    StorageError,
-)
+from executor.errors import ConfigurationError, StorageError
 from executor.log import get_logger
-from executor.storage.base import (
-    META_SHA256,
-    META_SIZE,
-    CleanupResult,
-    NumberedUpload,
-    ObjectInfo,
-    check_cleanup_prefix,
-    is_abandoned,
-)
-from executor.storage.parts import Part
+from executor.storage.base import CleanupResult, ObjectInfo, check_cleanup_prefix, is_abandoned
+from executor.storage.s3_errors import FOREIGN, translate, translated
+from executor.storage.s3_upload import S3Upload, part_checksum
 
 log = get_logger("executor.storage.s3")
 
-MAX_PARTS = 10_000
 _READ_CHUNK = 1 << 20
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
-
-
-def _translate(exc: BaseException, *, doing: str, bucket: str) -> ExecutorError:
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return ConfigurationError(
-            f"{doing}: no usable S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-            "IRSA, or a pod identity): " + str(exc)
-        )
-    if isinstance(exc, NoRegionError):
-        return ConfigurationError(f"{doing}: no S3 region: set OBB_REGION")
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        message = str(err.get("Message", "")) or code
-        if code == "NoSuchBucket":
-            return ObjectNotFound(
-                f"{doing}: bucket {bucket!r} does not exist (the executor never creates buckets)"
-            )
-        if code in _NOT_FOUND:
-            return ObjectNotFound(f"{doing}: not found")
-        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StorageError(f"{doing}: access denied by S3 ({code}: {message})")
-        return StorageError(f"{doing}: S3 answered {code} (HTTP {status}): {message}")
-    if isinstance(exc, SSLError):
-        return StorageError(f"{doing}: TLS verification failed: {exc}")
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
-        return StorageError(f"{doing}: cannot reach the S3 endpoint: {exc}")
-    if isinstance(exc, ReadTimeoutError | asyncio.TimeoutError):
-        return StorageError(f"{doing}: timed out")
-    return StorageError(f"{doing}: {exc.__class__.__name__}: {exc}")
-
-
-_FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-
-@contextmanager
-def _translated(doing: str, *, bucket: str) -> Iterator[None]:
-    try:
-        yield
-    except ExecutorError:
-        raise
-    except _FOREIGN as exc:
-        raise _translate(exc, doing=doing, bucket=bucket) from None
-
-
-def part_checksum(*, endpoint: str | None) -> bool:
-    """Whether parts carry a CRC32 of their own: over HTTPS (and AWS's default endpoint).
-    Over plain HTTP botocore signs the payload with its SHA-256, which S3 verifies."""
-    return endpoint is None or endpoint.lower().startswith("https://")
-
-
-def crc32_b64(data: memoryview | bytes) -> str:
-    """The ``x-amz-checksum-crc32`` value: base64 of the big-endian CRC-32."""
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
-
-
-class S3Upload(NumberedUpload[dict[str, Any]]):
-    """One multipart upload (see module guarantees)."""
-
-    def __init__(
-        self,
-        *,
-        client: Any,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        part_size: int,
-        concurrency: int,
-        checksum: bool,
-    ) -> None:
-        super().__init__(key=key, part_size=part_size, concurrency=concurrency, max_parts=MAX_PARTS)
-        self.upload_id = upload_id
-        self._client = client
-        self._bucket = bucket
-        self._checksum = checksum
-
-    async def _upload_part(self, number: int, part: Part) -> dict[str, Any]:
-        extra: dict[str, str] = {}
-        if self._checksum:  # zlib releases the GIL: the loop goes on reading meanwhile
-            extra["ChecksumCRC32"] = await asyncio.to_thread(crc32_b64, part.view)
-        with _translated(f"uploading part {number} of {self.key}", bucket=self._bucket):
-            resp = await self._client.upload_part(
-                Bucket=self._bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=part.body(),
-                ContentLength=len(part),
-                **extra,
-            )
-        return {"PartNumber": number, "ETag": resp["ETag"], **extra}
-
-    async def commit(self, *, sha256: str, size: int) -> None:
-        parts = await self._all_parts(size=size)
-        with _translated(f"completing the upload of {self.key}", bucket=self._bucket):
-            await self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        self._finished = True
-        log.info("multipart upload completed", key=self.key, parts=len(parts), size=size)
-        try:
-            await self._client.put_object_tagging(
-                Bucket=self._bucket,
-                Key=self.key,
-                Tagging={
-                    "TagSet": [
-                        {"Key": META_SHA256, "Value": sha256},
-                        {"Key": META_SIZE, "Value": str(size)},
-                    ]
-                },
-            )
-        except _FOREIGN as exc:
-            log.warning(
-                "could not tag the snapshot with its sha256/size (the manifest has them)",
-                key=self.key,
-                error=str(_translate(exc, doing="tagging", bucket=self._bucket)),
-            )
-
-    async def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        await self._uploader.cancel()
-        try:
-            await self._client.abort_multipart_upload(
-                Bucket=self._bucket, Key=self.key, UploadId=self.upload_id
-            )
-            log.info("multipart upload aborted", key=self.key)
-        except _FOREIGN as exc:
-            log.error(
-                "could not abort the multipart upload: a lifecycle rule "
-                "(AbortIncompleteMultipartUpload) must clean it up",
-                key=self.key,
-                upload_id=self.upload_id,
-                error=str(_translate(exc, doing="aborting", bucket=self._bucket)),
-            )
 
 
 class S3Sink:
@@ -234,7 +54,7 @@ class S3Sink:
         self._bucket = settings.bucket
 
     def _t(self, doing: str) -> Any:
-        return _translated(doing, bucket=self._bucket)
+        return translated(doing, bucket=self._bucket)
 
     async def begin(self, *, key: str, metadata: Mapping[str, str]) -> S3Upload:
         checksum = part_checksum(endpoint=self._settings.endpoint)
@@ -336,11 +156,11 @@ class S3Sink:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                     continue  # completed or aborted meanwhile
-                raise _translate(
+                raise translate(
                     exc, doing=f"aborting the unfinished upload of {key}", bucket=self._bucket
                 ) from None
-            except _FOREIGN as exc:
-                raise _translate(
+            except FOREIGN as exc:
+                raise translate(
                     exc, doing=f"aborting the unfinished upload of {key}", bucket=self._bucket
                 ) from None
             result.removed.append(key)
@@ -382,14 +202,14 @@ async def open_s3(*, settings: StorageSettings) -> AsyncIterator[S3Sink]:
             aws_session_token=creds.session_token,
         )
     else:
-        with _translated("resolving S3 credentials", bucket=settings.bucket):
+        with translated("resolving S3 credentials", bucket=settings.bucket):
             resolved = await session.get_credentials()
         if resolved is None:
             raise ConfigurationError(
                 "no S3 credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, IRSA "
                 "(AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE) or a pod identity"
             )
-    with _translated("creating the S3 client", bucket=settings.bucket):
+    with translated("creating the S3 client", bucket=settings.bucket):
         cm = session.create_client(
             "s3",
             region_name=settings.region,

@@ -272,7 +272,7 @@ def test_backoff_grows_and_is_capped() -> None:
 
 
 def test_s3_parts_carry_a_crc32_only_over_tls() -> None:
-    from executor.storage.s3 import crc32_b64, part_checksum
+    from executor.storage.s3_upload import crc32_b64, part_checksum
 
     assert part_checksum(endpoint=None)  # AWS's own endpoints are HTTPS
     assert part_checksum(endpoint="https://minio.example:9000")
