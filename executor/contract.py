@@ -72,15 +72,18 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-#: OBB_PART_SIZE when unset, per provider; measured with hack/bench/executor_throughput.py
-#: (docs/executor-performance.md). Every provider gets 64 MiB of part buffers at the default
-#: concurrency. S3 and Azure: 4 x 16 MiB; 8 x 8, 16 x 4 and 32 x 2 MiB were within this
-#: machine's noise on moto and Azurite (CPU 1.9-2.3 s per 256 MiB, throughput bound by the
-#: emulators), so the middle keeps both fewer requests than 8 MiB parts and more parallel
-#: round trips than 2 x 32 MiB. GCS: 2 x 32 MiB (one chunk sending, one filling), because a
-#: resumable upload sends one chunk at a time and each chunk is a round trip: 16 MiB chunks
-#: ran at 0.37x the raw client's throughput on fake-gcs-server, 32 MiB at 0.47x, 64 MiB at
-#: 0.73x (which would cost 128 MiB of buffers).
+#: OBB_PART_SIZE when unset, per provider; measured with hack/bench/executor_throughput.py and
+#: hack/bench/executor_variants.py (docs/executor-performance.md). Every provider gets 64 MiB
+#: of part buffers at the default concurrency (4). S3 and Azure: 4 x 16 MiB; 8 x 8, 16 x 4
+#: and 32 x 2 MiB were within this machine's noise on moto and Azurite (throughput bound by
+#: the emulators), so the middle keeps both fewer requests than 8 MiB parts and more parallel
+#: round trips than 2 x 32 MiB. Re-measured on S3 at 256 MiB (3 interleaved runs): 4 x 16
+#: 82 MiB/s 1.69 CPU s, 5 x 16 (OBB_CONCURRENCY=5) 84 MiB/s 1.83 s and 16 MiB more RSS,
+#: 8 x 8 93 MiB/s 1.89 s: no gain beyond the noise for more CPU, so 4 stays. GCS: 2 x 32 MiB
+#: (one chunk sending, one filling), because a resumable upload sends one chunk at a time
+#: and fake-gcs-server re-copies the whole object on every chunk: 16 MiB chunks ran at 45
+#: MiB/s, 32 MiB at 56, 64 MiB at 84 (RSS 86 / 117 / 181 MiB); 64 MiB would cost 128 MiB of
+#: buffers, twice the other providers', for an emulator's quadratic cost that GCS does not have.
 DEFAULT_PART_SIZE = {"s3": 16 * MiB, "gcs": 32 * MiB, "azure": 16 * MiB}
 
 #: Largest accepted ``OBB_DELETE_KEYS`` JSON, so a delete report always fits in 4 KiB.
