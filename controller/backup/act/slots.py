@@ -128,11 +128,12 @@ class LaunchSlots:
         for key, entry in list(self._waiting.items()):
             if entry.cluster == cluster and entry.generation <= mark:
                 del self._waiting[key]
-        self._prune(now)
         metric_catalog.set_queued(len(self._waiting))
         running = self._running()
         if not self._waiting or (self.max_total and len(running) >= self.max_total):
-            return ()
+            return ()  # the common case in a burst: every slot taken, nothing to sort
+        self._prune(now)
+        metric_catalog.set_queued(len(self._waiting))
         by_record = {e.waiting.record: e for e in self._waiting.values()}
         free = admissible(
             waiting=[e.waiting for e in by_record.values()],
