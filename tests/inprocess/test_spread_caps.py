@@ -5,7 +5,8 @@
   scenarios, instead of waiting for a real window);
 * ``--max-concurrent-backups 1``: while one backup runs, a second cluster's backup waits
   ``Pending`` with ``ConcurrencyLimit`` (record and cluster), counted in
-  ``openbao_backup_queued``, and starts as soon as the first finishes.
+  ``openbao_backup_queued``, without a ``PreflightBlocked`` Warning event (throttling is not
+  a problem), and starts as soon as the first finishes.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ async def test_the_global_cap_queues_the_second_backup_until_a_slot_frees(
         await first.wait_phase(a, {"Succeeded"})
         await second.wait_phase(b, {"Running"}, timeout=30)
         assert metrics.REGISTRY.get_sample_value("openbao_backup_queued") == 0.0
+        # a wait for a slot is normal flow under a cap: a condition and a gauge, no Warning
+        warned = [e for e in await second.events("PreflightBlocked") if e["regarding"]["name"] == b]
+        assert warned == [], warned
         await play_kubelet(kube, namespace, f"{b}-backup")
         await second.wait_phase(b, {"Succeeded"})
         await ctl.settle()

@@ -206,9 +206,14 @@ async def _start(
 
 
 async def mark_blocked(deps: Deps, *, record: JSONObject, blocked: Blocked) -> None:
-    """The record waits: phase ``Pending``, a ``Blocked`` condition and an event, written only
-    when the reason or message changed (a long block costs no writes)."""
-    if await _mark_waiting(deps, record=record, reason=blocked.reason, message=blocked.message):
+    """The record waits: phase ``Pending``, a ``Blocked`` condition and a Warning event, written
+    only when the reason or message changed (a long block costs no writes). A wait for an
+    executor slot (``ConcurrencyLimit``) gets no event: like a record queued behind its
+    cluster's running backup it is normal flow under a cap, not a problem, and at a window
+    shared by a thousand clusters an event per waiting backup would be hundreds of writes
+    ahead of the Jobs (the condition and ``openbao_backup_queued`` show it)."""
+    wrote = await _mark_waiting(deps, record=record, reason=blocked.reason, message=blocked.message)
+    if wrote and blocked.reason != CONCURRENCY_LIMIT:
         await deps.events.emit(
             obj=record,
             type="Warning",
