@@ -265,7 +265,8 @@ async def main() -> None:
                                 f"  run {run + 1} {target:5} {size_text:>5} {side:4}: "
                                 f"{size / MiB / sample.seconds:6.1f} MiB/s "
                                 f"cpu {sample.cpu_seconds:6.2f}s "
-                                f"rss {sample.peak_rss_mib:5.0f} MiB",
+                                f"rss {sample.peak_rss_mib:5.0f} MiB "
+                                f"load {os.getloadavg()[0]:4.1f}",
                                 flush=True,
                             )
             finally:
@@ -279,7 +280,8 @@ async def main() -> None:
         f"\n# {dt.date.today()}: {args.runs} interleaved runs, medians; part size "
         + ", ".join(f"{t} {part_size_of(t) // MiB} MiB" for t in targets)
         + f"; concurrency {args.concurrency}; x = executor / raw client; "
-        f"budget = 64 MiB + parts in flight x part size; {time.monotonic() - started:.0f}s"
+        f"budget = 64 MiB + parts in flight x part size; {time.monotonic() - started:.0f}s; "
+        f"load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     for target, (ours, raw) in base.items():
         print(f"# baseline (imports only) {target:5}: executor {ours:.0f} MiB, raw {raw:.0f} MiB")
