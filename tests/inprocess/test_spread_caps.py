@@ -20,7 +20,7 @@ from devenv.openbao import OpenBao
 from controller import metrics
 from controller.backup.act.deps import utcnow
 from controller.backup.decide.spread import offset_seconds
-from tests.inprocess.harness import Cluster, Kube, play_kubelet, run_controller, until
+from tests.inprocess.harness import Cluster, Kube, Running, play_kubelet, run_controller, until
 from tests.inprocess.test_fault_scenarios import backup_manager
 from tests.inprocess.test_waiting import blocked_condition
 
@@ -41,40 +41,55 @@ async def test_a_spread_window_starts_at_the_clusters_offset_under_its_own_name(
         body = cluster.body()
         body["spec"]["backup"]["schedule"] = f"{window.minute} {window.hour} * * *"
         await kube.api.create(path=f"{cluster.base}/openbaoclusters", body=body)
-        await ctl.settle()
-        status = await cluster.backup_status()
         planned = window + dt.timedelta(seconds=offset)
-        assert status["nextScheduledBackup"] == planned.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-        manager = backup_manager(ctl)
-        poke = 0
+        async def plan() -> str | None:  # the watch event may come after a quiet settle
+            return (await cluster.backup_status()).get("nextScheduledBackup")
 
-        async def at(when: dt.datetime) -> None:
-            nonlocal poke
-            shift = when - utcnow()
-            manager.deps.now = lambda: utcnow() + shift
-            poke += 1
-            await kube.api.merge_patch(
-                path=cluster.path,
-                body={"metadata": {"annotations": {"inprocess/poke": str(poke)}}},
-            )
-            await ctl.settle()
+        assert await until(plan, what="the plan") == planned.strftime("%Y-%m-%dT%H:%M:%SZ")
+        await ctl.settle()
 
-        name = f"vault-{window:%Y%m%d%H%M}"
-        if offset > 2:
-            await at(planned - dt.timedelta(seconds=2))  # the window passed, its offset not
-            assert await cluster.record(name) is None
-        await at(planned + dt.timedelta(seconds=1))
+        await fires_once_at_the_offset(ctl, kube, cluster, window=window, offset=offset)
 
-        async def created() -> dict[str, Any] | None:
-            return await cluster.record(name)
 
-        record = await until(created, what=f"{name} at the window plus the offset")
-        assert record["spec"]["trigger"] == "scheduled"
-        await cluster.wait_phase(name, {"Running"})
-        await play_kubelet(kube, namespace, f"{name}-backup")
-        await cluster.wait_phase(name, {"Succeeded"})
-        assert len([r for r in await cluster.records() if r["spec"]["trigger"] == "scheduled"]) == 1
+async def fires_once_at_the_offset(
+    ctl: Running, kube: Kube, cluster: Cluster, *, window: dt.datetime, offset: int
+) -> None:
+    """Move ``ctl``'s clock just short of the window plus the offset (nothing), then past it
+    (the window's record, once, from ``ctl``), and let the backup succeed."""
+    manager = backup_manager(ctl)
+    planned = window + dt.timedelta(seconds=offset)
+    poke = 0
+
+    async def at(when: dt.datetime) -> None:
+        nonlocal poke
+        shift = when - utcnow()
+        manager.deps.now = lambda: utcnow() + shift
+        poke += 1
+        await kube.api.merge_patch(
+            path=cluster.path, body={"metadata": {"annotations": {"inprocess/poke": str(poke)}}}
+        )
+        await ctl.settle()
+
+    name = f"vault-{window:%Y%m%d%H%M}"
+    if offset > 2:
+        await at(planned - dt.timedelta(seconds=2))  # the window passed, its offset not
+        assert await cluster.record(name) is None
+    await at(planned + dt.timedelta(seconds=1))
+
+    async def created() -> dict[str, Any] | None:
+        return await cluster.record(name)
+
+    record = await until(created, what=f"{name} at the window plus the offset")
+    assert record["spec"]["trigger"] == "scheduled"
+    await cluster.wait_phase(name, {"Running"})
+    await play_kubelet(kube, cluster.namespace, f"{name}-backup")
+    await cluster.wait_phase(name, {"Succeeded"})
+    await ctl.settle()
+    scheduled = [r for r in await cluster.records() if r["spec"]["trigger"] == "scheduled"]
+    assert [r["metadata"]["name"] for r in scheduled] == [name]
+    posts = [c for c in ctl.faults.calls if (c.verb, c.resource) == ("POST", "openbaobackups")]
+    assert [c.name for c in posts] == [name]
 
 
 async def test_the_global_cap_queues_the_second_backup_until_a_slot_frees(

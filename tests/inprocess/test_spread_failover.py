@@ -26,8 +26,8 @@ from devenv.openbao import OpenBao
 
 from controller.backup.act.deps import utcnow
 from controller.backup.decide.spread import offset_seconds
-from tests.inprocess.harness import Cluster, Kube, Running, play_kubelet, run_controller, until
-from tests.inprocess.test_fault_scenarios import backup_manager
+from tests.inprocess.harness import Cluster, Kube, Running, run_controller, until
+from tests.inprocess.test_spread_caps import fires_once_at_the_offset
 
 SPREAD = 600
 LEASE = "spread-replicas"
@@ -96,7 +96,7 @@ async def test_both_replicas_plan_the_same_jittered_window_and_it_fires_once_aft
 
             assert await until(replanned, what="b writing its own plan") == planned
             assert _wrote_next_window(b, planned)
-            await _fires_once_from(b, kube, cluster, window=window, offset=offset)
+            await fires_once_at_the_offset(b, kube, cluster, window=window, offset=offset)
 
         assert not [c for c in a.faults.calls if (c.verb, c.resource) == ("POST", "openbaobackups")]
 
@@ -110,43 +110,3 @@ def _wrote_next_window(ctl: Running, planned: str) -> bool:
         if backup.get("nextScheduledBackup") == planned:
             return True
     return False
-
-
-async def _fires_once_from(
-    ctl: Running, kube: Kube, cluster: Cluster, *, window: dt.datetime, offset: int
-) -> None:
-    """Move ``ctl``'s clock just short of the window plus the offset (nothing), then past it
-    (the window's record, once, from ``ctl``), and let the backup succeed."""
-    manager = backup_manager(ctl)
-    planned = window + dt.timedelta(seconds=offset)
-    poke = 0
-
-    async def at(when: dt.datetime) -> None:
-        nonlocal poke
-        shift = when - utcnow()
-        manager.deps.now = lambda: utcnow() + shift
-        poke += 1
-        await kube.api.merge_patch(
-            path=cluster.path, body={"metadata": {"annotations": {"inprocess/poke": str(poke)}}}
-        )
-        await ctl.settle()
-
-    name = f"vault-{window:%Y%m%d%H%M}"
-    if offset > 2:
-        await at(planned - dt.timedelta(seconds=2))  # the window passed, its offset not
-        assert await cluster.record(name) is None
-    await at(planned + dt.timedelta(seconds=1))
-
-    async def created() -> dict[str, Any] | None:
-        return await cluster.record(name)
-
-    record = await until(created, what=f"{name} at the window plus the offset")
-    assert record["spec"]["trigger"] == "scheduled"
-    await cluster.wait_phase(name, {"Running"})
-    await play_kubelet(kube, cluster.namespace, f"{name}-backup")
-    await cluster.wait_phase(name, {"Succeeded"})
-    await ctl.settle()
-    scheduled = [r for r in await cluster.records() if r["spec"]["trigger"] == "scheduled"]
-    assert [r["metadata"]["name"] for r in scheduled] == [name]
-    posts = [c for c in ctl.faults.calls if (c.verb, c.resource) == ("POST", "openbaobackups")]
-    assert [c.name for c in posts] == [name]
