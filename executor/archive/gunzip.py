@@ -12,7 +12,9 @@ Guarantees:
   length mismatch in the trailer, any byte after the trailer;
 * memory: one gzip header (<= :data:`HEADER_LIMIT`), 5 bytes of a block header, 8 of the
   trailer, and references to the last :data:`WINDOW` bytes of output (at most one input
-  chunk more), whatever the member's size.
+  chunk more), whatever the member's size. Those references are views of the fed chunks,
+  so a chunk that is not an immutable ``bytes`` is copied once on entry: a caller reusing
+  its buffer can never change the window a later compressed block refers to.
 
 Why not zlib alone: an OpenBao snapshot is written with Go's ``gzip.NoCompression``, i.e.
 stored blocks of <= 64 KiB (and one empty fixed-Huffman block at the end). For stored blocks
@@ -103,8 +105,8 @@ class GzipMember:
         """The trailer was read and matched."""
         return self._state == _DONE
 
-    def feed(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data if type(data) is bytes else bytes(data))
         while view:
             state = self._state
             if state == _STORED:

@@ -147,3 +147,20 @@ def test_every_single_byte_flip_is_judged_like_zlib(make: str) -> None:
     for cut in range(0, len(data), 13):
         with pytest.raises(ArchiveError):
             ours(data[:cut], 4096)
+
+
+def test_a_reused_input_buffer_cannot_change_the_window_a_compressed_block_refers_to() -> None:
+    head = random.Random(5).randbytes(50_000)
+    tail = head[-20_000:] * 2
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=head[-WINDOW:])
+    data = wrap(stored(head, final=False) + c.compress(tail) + c.flush(), head + tail)
+    out = bytearray()
+    member = GzipMember(out.extend)
+    buf = bytearray(4096)
+    for i in range(0, len(data), len(buf)):
+        piece = data[i : i + len(buf)]
+        buf[: len(piece)] = piece
+        member.feed(memoryview(buf)[: len(piece)])
+        buf[:] = b"\xff" * len(buf)  # the caller scribbles over its buffer
+    assert member.eof
+    assert bytes(out) == head + tail
