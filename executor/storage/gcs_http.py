@@ -4,7 +4,7 @@ Guarantees:
 
 * :meth:`GcsClient.request` retries 408/429/5xx answers and connection errors
   (``OBB_STORAGE_RETRIES`` times, exponential backoff) and returns any other answer whole
-  (status, headers, body); every request carries a fresh access token unless ``auth=False``
+  (status, headers, body); every request carries a current access token unless ``auth=False``
   (a resumable session URI is its own credential) or the client has no token (emulator);
 * a token is registered with :mod:`executor.secrets` before it is sent, so it never appears
   in a log line, event or report;
