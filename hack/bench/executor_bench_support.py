@@ -5,7 +5,9 @@
 * :func:`run_child` runs one process and returns ITS rusage (``os.wait4`` of that pid): CPU
   seconds (user + system) and peak RSS (``ru_maxrss``), so every figure is per run;
 * :class:`Stores` starts moto, fake-gcs-server and Azurite (hack/devenv/storage.py) and
-  empties them between uploads so every upload sees the same server state.
+  empties them between uploads so every upload sees the same server state; target
+  ``s3tls`` is moto over HTTPS with a certificate of a fresh test CA (:attr:`Stores.ca`),
+  the path production takes against AWS.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import subprocess
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import IO
 
 from aiohttp import web
+from devenv.certs import make_pki
+from devenv.procs import Server, free_port
 from devenv.storage import (
     MOTO_ACCESS_KEY,
     MOTO_REGION,
@@ -145,12 +151,37 @@ class Stores:
         self.work = work
         self.servers: dict[str, StorageServer] = {}
         self.targets = targets
+        self.ca: Path | None = None
 
     def start(self) -> None:
         self.stop()
-        starters = {"s3": start_moto, "gcs": start_fake_gcs, "azure": start_azurite}
+        starters = {
+            "s3": start_moto,
+            "s3tls": self._start_moto_tls,
+            "gcs": start_fake_gcs,
+            "azure": start_azurite,
+        }
         for t in self.targets:
             self.servers[t] = starters[t](self.work)
+
+    def _start_moto_tls(self, work: Path) -> StorageServer:
+        pki = make_pki(work / "pki")
+        self.ca = pki.ca_cert
+        port = free_port()
+        env = dict(os.environ)
+        env.update(AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY)
+        argv = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1"]
+        argv += ["-p", str(port), "-c", str(pki.serving_cert), "-k", str(pki.serving_key)]
+        srv = Server("moto-tls", argv, work / "moto-tls.log", env=env).start()
+        endpoint = f"https://127.0.0.1:{port}"
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1, context=ctx) as r:
+                return int(r.status) == 200
+
+        srv.wait_until(ready, timeout=30, what="GET /moto-api/ over TLS")
+        return StorageServer(srv, endpoint)
 
     def stop(self) -> None:
         for srv in self.servers.values():
@@ -162,9 +193,11 @@ class Stores:
 
     def fresh(self, target: str, bucket: str) -> None:
         endpoint = self.endpoint(target)
-        if target == "s3":
+        if target in ("s3", "s3tls"):
+            ca = str(self.ca) if target == "s3tls" and self.ca else None
+            ctx = ssl.create_default_context(cafile=ca) if ca else None
             req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-            urllib.request.urlopen(req, timeout=60).close()
+            urllib.request.urlopen(req, timeout=60, context=ctx).close()
             import boto3
 
             boto3.client(
@@ -173,6 +206,7 @@ class Stores:
                 region_name=MOTO_REGION,
                 aws_access_key_id=MOTO_ACCESS_KEY,
                 aws_secret_access_key=MOTO_SECRET_KEY,
+                verify=ca,
             ).create_bucket(Bucket=bucket)
         elif target == "gcs":
             self._empty_gcs(endpoint)

@@ -8,11 +8,12 @@ same provider, measured in the same run against the same emulator. For each size
 2. serves it from a local aiohttp "OpenBao" (sys/leader, sys/health, token lookup-self, and
    the snapshot streamed with chunked encoding, like the real one);
 3. for every run and every target (s3 = moto, gcs = fake-gcs-server, azure = Azurite, all
-   from hack/devenv/storage.py), uploads it twice, each time from an empty bucket, as a
-   subprocess: the executor (``python -m executor backup``: full verification, checksums,
-   commit) and the raw client (``executor_raw_upload.py``: the provider's own client, no
-   verification). The order alternates between runs (raw first in even runs), so drift of
-   this shared machine falls on both sides;
+   from hack/devenv/storage.py, over plain HTTP; s3tls = moto over HTTPS with a test CA, the
+   path taken against AWS: parts with a CRC32 and unsigned payloads), uploads it twice, each
+   time from an empty bucket, as a subprocess: the executor (``python -m executor backup``:
+   full verification, checksums, commit) and the raw client (``executor_raw_upload.py``: the
+   provider's own client, no verification). The order alternates between runs (raw first in
+   even runs), so drift of this shared machine falls on both sides;
 4. reports medians over the runs: MiB/s of the transfer (first snapshot byte to upload
    complete, measured inside each process), CPU seconds (user + system) and peak RSS of
    that child alone (``os.wait4``); ``x`` is the median over runs of executor / raw within
@@ -25,7 +26,7 @@ the raw client) imports for that provider: what is paid before the first byte.
 Usage::
 
     .venv/bin/python hack/bench/executor_throughput.py [--sizes 256Mi,1Gi]
-        [--targets s3,gcs,azure] [--runs 3] [--part-size 16Mi] [--concurrency 4]
+        [--targets s3,gcs,azure,s3tls] [--runs 3] [--part-size 16Mi] [--concurrency 4]
         [--workdir DIR]
 
 ``--part-size``/``--concurrency`` default to the executor's own defaults for each provider
@@ -71,6 +72,7 @@ RAW = str(Path(__file__).with_name("executor_raw_upload.py"))
 DONE_EVENTS = ("multipart upload completed", "block blob committed", "resumable upload completed")
 IMPORTS = {
     "s3": ("executor.storage.s3", "aiohttp, aiobotocore.session"),
+    "s3tls": ("executor.storage.s3", "aiohttp, aiobotocore.session"),
     "gcs": ("executor.storage.gcs", "aiohttp, gcloud.aio.storage"),
     "azure": ("executor.storage.azure", "aiohttp, azure.storage.blob.aio"),
 }
@@ -87,8 +89,13 @@ def _stamp(line: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(line["timestamp"]).timestamp()
 
 
+def provider(target: str) -> str:
+    """The executor's provider for a bench target (``s3tls`` is S3 over HTTPS)."""
+    return "s3" if target == "s3tls" else target
+
+
 def executor_env(
-    target: str, *, endpoint: str, bucket: str, bao: str, work: Path
+    target: str, *, endpoint: str, bucket: str, bao: str, work: Path, ca: Path | None = None
 ) -> dict[str, str]:
     token = work / "token"
     token.write_text("s.bench-token")
@@ -102,11 +109,13 @@ def executor_env(
         "OBB_AUTH_METHOD": "token",
         "OBB_OPENBAO_TOKEN_FILE": str(token),
         "OBB_BUCKET": bucket,
-        "OBB_PROVIDER": target,
+        "OBB_PROVIDER": provider(target),
         "OBB_ENDPOINT": endpoint,
         "OBB_TERMINATION_MESSAGE_PATH": str(work / "termination"),
     }
-    if target == "s3":
+    if ca is not None:
+        env["OBB_STORAGE_CACERT"] = str(ca)
+    if provider(target) == "s3":
         env.update(
             OBB_REGION=MOTO_REGION,
             AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY,
@@ -129,8 +138,11 @@ async def run_executor(env: dict[str, str]) -> Sample:
     return Sample(end - start, child.cpu_seconds, child.peak_rss_mib)
 
 
-async def run_raw(argv: list[str]) -> Sample:
-    child = await run_child([sys.executable, RAW, *argv], dict(os.environ))
+async def run_raw(argv: list[str], *, ca: Path | None = None) -> Sample:
+    env = dict(os.environ)
+    if ca is not None:
+        env["AWS_CA_BUNDLE"] = str(ca)
+    child = await run_child([sys.executable, RAW, *argv], env)
     if child.code != 0:
         raise SystemExit(f"raw uploader failed (exit {child.code}):\n{child.err[-3000:]}")
     seconds = json.loads(child.out.strip().splitlines()[-1])["seconds"]
@@ -205,7 +217,7 @@ async def main() -> None:
     def part_size_of(target: str) -> int:
         if args.part_size:
             return contract.parse_size(args.part_size)
-        return contract.DEFAULT_PART_SIZE[target]
+        return contract.DEFAULT_PART_SIZE[provider(target)]
 
     sizes = {s: contract.parse_size(s) for s in args.sizes.split(",")}
     results: dict[tuple[str, str], dict[str, list[Sample]]] = {}
@@ -236,7 +248,12 @@ async def main() -> None:
                             endpoint = stores.endpoint(target)
                             if side == "ours":
                                 env = executor_env(
-                                    target, endpoint=endpoint, bucket=bucket, bao=bao.url, work=work
+                                    target,
+                                    endpoint=endpoint,
+                                    bucket=bucket,
+                                    bao=bao.url,
+                                    work=work,
+                                    ca=stores.ca if target == "s3tls" else None,
                                 )
                                 env.update(
                                     OBB_PART_SIZE=str(part_size_of(target)),
@@ -258,7 +275,8 @@ async def main() -> None:
                                         "raw/object.snap",
                                         str(part_size_of(target)),
                                         str(args.concurrency),
-                                    ]
+                                    ],
+                                    ca=stores.ca if target == "s3tls" else None,
                                 )
                             sides[side].append(sample)
                             print(
