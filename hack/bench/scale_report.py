@@ -41,6 +41,7 @@ class Run:
     rss: int = 0
     phases: dict[str, int] = field(default_factory=dict)
     records: set[str] = field(default_factory=set)
+    unstarted: int = 0  # triggers whose Job did not come within the trigger budget
 
 
 def figures(run: Run, *, n: int) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def figures(run: Run, *, n: int) -> dict[str, Any]:
         if trig
         else float("nan"),
         "phases": run.phases,
+        "triggers": f"{len(trig)} started, {run.unstarted} not within the budget",
     }
 
 
@@ -123,6 +125,7 @@ def print_report(
             f"{name}: idle {r['idle_minutes']:.1f} min, {r['idle_cpu']:.2f} CPU-s: "
             + ", ".join(f"{k} {v}" for k, v in sorted(r["idle_kinds"].items()))
         )
+        print(f"{name}: manual triggers: {r['triggers']}")
         if r["phases"]:
             print(f"{name}: record phases at the end: {r['phases']}")
 
