@@ -71,11 +71,9 @@ def build_deps(ctx: Context) -> Deps:
         slots=LaunchSlots(
             backups=backups,
             by_phase=BY_PHASE,
-            max_total=s.max_concurrent_backups,
+            max_total=s.backup_cap,
             max_per_target=s.max_concurrent_backups_per_target,
-        )
-        if s.max_concurrent_backups or s.max_concurrent_backups_per_target
-        else None,
+        ),
     )
 
     def still_running(namespace: str, holder: str) -> bool:

@@ -134,11 +134,13 @@ def test_settings_bad_number_in_env() -> None:
         parse([], env={"OPENBAO_BACKUP_WORKERS": "many"})
 
 
-def test_burst_settings_default_off_and_parse_from_flags_and_env() -> None:
-    """Issue 13: spread and caps are opt-in; the renewal lane has its own budget."""
+def test_burst_settings_defaults_and_parse_from_flags_and_env() -> None:
+    """Issue 13: spread and the per-target cap are opt-in; the global cap defaults to what the
+    renewal lane (its own budget) keeps locked."""
     s = Settings()
     assert (s.schedule_spread_seconds, s.max_concurrent_backups) == (0, 0)
     assert s.max_concurrent_backups_per_target == 0 and s.lock_renew_qps == 5.0
+    assert s.backup_cap == 100  # 5 renewals/s x 60 s / 3 renewals per lock duration
     got = parse(
         ["--schedule-spread-seconds", "600", "--max-concurrent-backups", "50"],
         env={
@@ -157,7 +159,7 @@ def test_burst_settings_default_off_and_parse_from_flags_and_env() -> None:
         (101, 60, 5.0, False),
         (200, 120, 5.0, True),
         (200, 60, 10.0, True),
-        (0, 15, 0.1, True),  # no cap: nothing to check against
+        (0, 15, 0.1, True),  # automatic cap: covered by construction
     ],
 )
 def test_the_renewal_budget_must_cover_the_cap(
@@ -173,3 +175,22 @@ def test_the_renewal_budget_must_cover_the_cap(
     else:
         with pytest.raises(errors.ConfigError, match="lock-renew-qps"):
             Settings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("cap", "lock_seconds", "qps", "in_force"),
+    [
+        (0, 60, 5.0, 100),  # the defaults
+        (0, 60, 10.0, 200),  # a bigger renewal budget allows more runs at once
+        (0, 120, 5.0, 200),  # so does a longer lock
+        (0, 15, 0.1, 1),  # never 0: one run at a time at the least
+        (7, 60, 5.0, 7),  # an explicit cap is kept
+    ],
+)
+def test_the_global_cap_defaults_to_what_the_renewal_lane_keeps_locked(
+    cap: int, lock_seconds: int, qps: float, in_force: int
+) -> None:
+    s = Settings(
+        max_concurrent_backups=cap, operation_lock_seconds=lock_seconds, lock_renew_qps=qps
+    )
+    assert s.backup_cap == in_force
