@@ -26,10 +26,13 @@ one is. It reports, per variant:
 * **triggers**: T manual triggers one after another on idle clusters while the burst's
   backups hold their locks, latency from the PATCH to the Job's create (p50, p99).
 
-Variants: ``before`` (``--baseline``, default the last commit before issue 13's work),
-``after`` (this tree), both launch-only at the default 20 QPS; ``capped`` (this tree,
-``--max-concurrent-backups --cap``, executors that end after ``--capped-hold`` seconds,
-``--capped-qps`` so 1,000 whole backups fit in minutes).
+Variants: ``before`` (``--baseline``, default the last commit before issue 13's work;
+launch-only: no executor ends, every lock must be renewed); ``after`` (this tree at its
+defaults, 20 QPS: the global cap is what the renewal lane keeps locked, 100; executors end
+after ``--capped-hold`` seconds); ``uncapped`` (this tree, launch-only, every cluster at once
+with the renewal budget raised to cover 1,000 runs); ``capped`` (this tree,
+``--max-concurrent-backups --cap`` at ``--capped-qps``, so 1,000 whole backups fit in
+minutes).
 
 Usage: .venv/bin/python hack/bench/controller_scale.py [--clusters 1000] [--variants ...]
 Everything listens on 127.0.0.1; every process it starts is stopped at the end.
@@ -244,12 +247,21 @@ async def main() -> None:
     p.add_argument("--qps", type=float, default=20.0, help="--client-qps of before/after")
     p.add_argument("--lead", type=float, default=120.0, help="seconds to settle before the window")
     p.add_argument("--timeout", type=float, default=1800.0, help="per burst")
+    p.add_argument("--raw", action=argparse.BooleanOptionalAction, default=True)
     a = p.parse_args()
     controller_logging.configure(log_format="console", level="error")
     work = Path(tempfile.mkdtemp(prefix="obb-scale-"))
+    every_run = a.clusters * 3 / LOCK_SECONDS  # renewals/s that keep every cluster's lock
     variants = {
         "before": Variant("before", export_revision(a.baseline, work / "before"), qps=a.qps),
-        "after": Variant("after", ROOT, qps=a.qps),
+        # the defaults: the global cap is what the renewal lane keeps locked (100)
+        "after": Variant("after", ROOT, hold=a.capped_hold, qps=a.qps),
+        "uncapped": Variant(  # every cluster at once, renewal budget raised to cover it
+            "uncapped",
+            ROOT,
+            ["--max-concurrent-backups", str(a.clusters), "--lock-renew-qps", str(every_run)],
+            qps=a.qps,
+        ),
         "capped": Variant(
             "capped",
             ROOT,
@@ -276,7 +288,7 @@ async def main() -> None:
                 )
                 results[name] = figures(run, n=a.clusters)
             raw = {}
-            for writes in (3, len(world.LAUNCH_SET)):
+            for writes in (3, len(world.LAUNCH_SET)) if a.raw else ():
                 ns = f"raw-{writes}"
                 await kube.api.create(path="/api/v1/namespaces", body={"metadata": {"name": ns}})
                 raw[writes] = await world.raw_client(

@@ -92,7 +92,8 @@ def figures(run: Run, *, n: int) -> dict[str, Any]:
 def print_report(
     results: dict[str, dict[str, Any]], *, raw: dict[int, float], n: int, qps: float
 ) -> None:
-    rate_min, rate_same = n / raw[3], n / raw[len(LAUNCH_SET)]
+    nan = float("nan")
+    rate_min, rate_same = n / raw.get(3, nan), n / raw.get(len(LAUNCH_SET), nan)
     print(
         f"\n{n} clusters due at one window; a raw client at {qps:g} QPS launches {n} backups "
         f"at {rate_min:.2f} Jobs/s writing the minimal set (x min: record, Lease, Job) and at "
