@@ -359,12 +359,17 @@ async def run_controller(
             peak=peak_rss(proc.pid),
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, timeout=30)
+
+
+def stop(proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """SIGTERM the controller, wait ``timeout`` s for its drain, then SIGKILL."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def export_revision(rev: str, dest: Path) -> Path:

@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "hack")]
 
 from bench import scale_audit as audit  # noqa: E402
 from bench import scale_world as world  # noqa: E402
-from bench.controller_memory import export_revision  # noqa: E402
+from bench.controller_memory import export_revision, stop  # noqa: E402
 from bench.controller_sync import install_crds, ready, wait_for  # noqa: E402
 from bench.scale_report import LOCK_SECONDS, Run, Variant, figures, print_report, scheduled_jobs  # noqa: E402
 from devenv.audit import AUDIT_LOG  # noqa: E402
@@ -156,12 +155,7 @@ async def run_variant(
                 task.cancel()
         run.rss = ps.memory_info().rss
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, timeout=60)
     run.tail.read()
     return run
 
