@@ -115,5 +115,5 @@ async def bookkeep(
 def result(d: Deps, guard: Guard, run: Pass, *, slots_mark: int) -> Result:
     """The end of a pass begun at ``slots_mark`` (:meth:`LaunchSlots.mark`): its timed
     requeue, and the waiting clusters a freed executor slot wakes."""
-    wake = () if d.slots is None else d.slots.wake(cluster=run.key, mark=slots_mark, now=d.now())
+    wake = d.slots.wake(cluster=run.key, mark=slots_mark, now=d.now())
     return Result(requeue_after=guard.requeue_after(run), wake=wake)

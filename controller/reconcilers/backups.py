@@ -110,7 +110,7 @@ class BackupManager:
             cluster_obj=d.clusters.get(key),
             records={name_of(r): r for r in d.records_of(namespace=namespace, cluster=name)},
         )
-        mark = d.slots.mark() if d.slots is not None else 0
+        mark = d.slots.mark()
         cluster, spec_error = _parse(run.cluster_obj)
         if run.cluster_obj is not None:  # every step finds the series, restored after a restart
             metric_state.cluster_metrics(d, run)

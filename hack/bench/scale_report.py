@@ -40,7 +40,6 @@ class Run:
     triggers: list[float] = field(default_factory=list)
     rss: int = 0
     phases: dict[str, int] = field(default_factory=dict)
-    records: set[str] = field(default_factory=set)
     unstarted: int = 0  # triggers whose Job did not come within the trigger budget
 
 

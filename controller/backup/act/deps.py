@@ -98,10 +98,10 @@ class Deps:
     probe: Probe
     executor_image: ImagePolicy  # the controller's executor image and the images it trusts
     job_ttl_seconds: int
+    slots: LaunchSlots  # the executor-Job caps (there is always a global one)
     now: Callable[[], dt.datetime] = utcnow
     metrics: dict[str, BackupMetrics] = field(default_factory=dict)
     spread_seconds: int = 0  # opt-in jitter of scheduled windows (decide.spread)
-    slots: LaunchSlots | None = None  # the global executor-Job caps; None: no cap
     renewer: Renewer | None = None  # lock renewals off the workqueue; None: timed requeues
 
     def records_of(self, *, namespace: str, cluster: str) -> list[JSONObject]:

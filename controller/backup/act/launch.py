@@ -103,7 +103,7 @@ async def launch(
 ) -> JSONObject | Blocked:
     """Start ``record``: the Running record, or why it is blocked."""
     ns, rec = cluster.namespace, name_of(record)
-    if deps.slots is None or deps.job_of(namespace=ns, record=rec, purpose=BACKUP) is not None:
+    if deps.job_of(namespace=ns, record=rec, purpose=BACKUP) is not None:  # adopting a launch
         return await _start(deps, cluster=cluster, cluster_obj=cluster_obj, record=record)
     now = deps.now()
     target = ((cluster_obj.get("spec") or {}).get("backup") or {}).get("target") or {}
@@ -117,7 +117,7 @@ async def launch(
     if not admission.admitted:
         retry = now + dt.timedelta(seconds=cap_retry_delay(admission.position))
         message = (
-            f"waiting for a free executor slot (at most {deps.slots.max_total or 'unlimited'} "
+            f"waiting for a free executor slot (at most {deps.slots.max_total} "
             f"Jobs at once, {deps.slots.max_per_target or 'unlimited'} per storage target); "
             "the oldest due backups start first"
         )
