@@ -1,4 +1,5 @@
-"""decide.schedule: the schedule language, DST, and the due/missed/skipped rules."""
+"""decide.cron, .windows and .schedule: the schedule language, DST, and the due/missed/skipped
+rules."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from controller.backup.decide.schedule import (
+from controller.backup.decide.cron import (
     CRON_PATTERN,
-    MISSED_LIMIT,
     TIME_ZONE_PATTERN,
-    ScheduleAction,
-    ScheduleDecision,
     ScheduleError,
-    decide,
     parse_schedule,
     parse_time_zone,
-    windows_after,
-    windows_before,
 )
+from controller.backup.decide.schedule import (
+    MISSED_LIMIT,
+    ScheduleAction,
+    ScheduleDecision,
+    decide,
+)
+from controller.backup.decide.windows import windows_after, windows_before
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from devenv.crds import load_crds
 
+from controller.backup.decide.cron import CRON_PATTERN, TIME_ZONE_PATTERN
 from controller.backup.decide.names import CLUSTER_NAME_MAX
 from controller.backup.decide.retention import MAX_AGE_PATTERN
-from controller.backup.decide.schedule import CRON_PATTERN, TIME_ZONE_PATTERN
 
 CRDS = {doc["spec"]["names"]["kind"]: doc for doc in load_crds()}
 

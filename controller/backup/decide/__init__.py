@@ -15,6 +15,8 @@ Modules, in the order one backup meets them:
 * :mod:`.spec`        OpenBaoCluster spec -> typed, validated values (:mod:`.validation`,
   :mod:`.addresses`: no link-local or metadata addresses);
 * :mod:`.images`      which images the controller puts into a pod (the allowlist);
+* :mod:`.cron`        the schedule language: cron expressions and time-zone names;
+* :mod:`.windows`     a schedule's windows in its time zone, daylight-saving time;
 * :mod:`.schedule`    which cron window is due, missed windows, the next window;
 * :mod:`.trigger`     the manual trigger annotation and how values coalesce;
 * :mod:`.records`     OpenBaoBackup records: views, the next one to launch, new bodies;

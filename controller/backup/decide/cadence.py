@@ -10,7 +10,7 @@ Guarantees:
 
 * :func:`longest_gap` is pure and deterministic for a given ``start``: the longest gap among
   the first :data:`SAMPLE_WINDOWS` windows after ``start`` that fall within
-  :data:`HORIZON` of it (DST-aware, through :func:`.schedule.windows_after`); a schedule that
+  :data:`HORIZON` of it (DST-aware, through :func:`.windows.windows_after`); a schedule that
   fires once a year or less often reports the horizon;
 * an absent or invalid schedule or time zone gives 0.0 (the config-valid alert covers those);
 * :func:`cached_gap` caches per (schedule, time zone, day): the walk costs milliseconds once
@@ -23,12 +23,8 @@ import datetime as dt
 import functools
 import itertools
 
-from controller.backup.decide.schedule import (
-    ScheduleError,
-    parse_schedule,
-    parse_time_zone,
-    windows_after,
-)
+from controller.backup.decide.cron import ScheduleError, parse_schedule, parse_time_zone
+from controller.backup.decide.windows import windows_after
 
 #: Windows sampled: enough to see a weekday-only or monthly pattern's longest gap (Friday to
 #: Monday, a 31-day month), few enough that a per-minute schedule costs under a millisecond.
