@@ -43,7 +43,7 @@ from controller.kube.resources import (
     POD,
     Resource,
 )
-from controller.leaderelection import LeaderElector
+from controller.leaderelection.elector import LeaderElector
 from controller.logging import get_logger
 from controller.reconcilers.base import KeyMapper, ReconcilerSpec
 from controller.runner import Runner

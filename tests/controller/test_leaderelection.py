@@ -11,9 +11,9 @@ import pytest
 from controller import errors
 from controller.kube.client import KubeApi
 from controller.kube.resources import format_microtime
-from controller.leaderelection import (
+from controller.leaderelection.elector import LeaderElector
+from controller.leaderelection.lease import (
     Decision,
-    LeaderElector,
     LeaseRecord,
     Observation,
     decide,
