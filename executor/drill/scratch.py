@@ -1,17 +1,12 @@
-"""``python -m executor drill``: prove a stored backup comes back, in a scratch OpenBao.
-
-The drill Job's pod runs two containers sharing an emptyDir: an OpenBao server started by
-:data:`SERVER_SCRIPT` on 127.0.0.1 (``OBB_DRILL_ADDR``), and this executor.
+"""The drill's scratch OpenBao: waiting for it, initialising it, unsealing the restored copy.
 
 Guarantees:
 
-* nothing here talks to the live cluster: the only OpenBao address used is
-  ``OBB_DRILL_ADDR``, which the contract accepts only on a loopback host, and the scratch
-  server must be UNinitialised (an initialised one is refused: ``configuration``);
-* (a) the object is verified against its manifest first (:func:`executor.verify.verify_stored`,
-  the whole of ``verify`` mode); a tampered object fails here and the scratch server is never
-  initialised or written to;
-* (b) the scratch server must answer ``sys/health`` within ``OBB_DRILL_START_TIMEOUT``;
+* the only OpenBao address used is ``OBB_DRILL_ADDR`` (the contract accepts it only on a
+  loopback host), and the scratch server must be UNinitialised (an initialised one is refused:
+  ``configuration``, :func:`init_scratch`);
+* (b) the scratch server must answer ``sys/health`` within ``OBB_DRILL_START_TIMEOUT``
+  (:func:`wait_health`, the same deadline for every later wait);
   (c) it is initialised according to its ``sys/seal-status`` type: Shamir with 1 share,
   threshold 1, then unsealed; an auto-unseal seal (the live cluster's seal stanza, given to
   the server script as ``DRILL_SEAL_CONFIG``) with 1 recovery share, threshold 1, and it
@@ -19,134 +14,34 @@ Guarantees:
   it must become active. ``OBB_DRILL_AUTO_UNSEAL=true`` with a Shamir scratch server is a
   ``configuration`` error before anything is written (the seal stanza is missing); an
   auto-unseal scratch server without it is followed, with a warning;
-* (d) the verified object is streamed into ``sys/storage/raft/snapshot-force`` with the init
-  root token by restore's pass 2 (:func:`executor.restore.upload_verified`: pinned to the
-  verified object version, the last chunk held back until the hash matches); the node must
-  then seal itself (it now carries the snapshot's keyring);
-* (e) auto-unseal: the restored copy must unseal itself with the same seal and become active
-  again within ``OBB_DRILL_START_TIMEOUT`` (the restore is seen as applied once the node was
-  sealed since the upload, or reports another cluster_id than the scratch cluster's), else a
-  ``verification`` error (the seal cannot decrypt the snapshot's keyring). Shamir: with
-  ``OBB_UNSEAL_KEYS_FILE`` the restored copy is unsealed with the LIVE cluster's keys
-  and must become active; a refused key, or still sealed after all keys, is a
-  ``verification`` error. Shamir without keys the run stops here and SUCCEEDS with
-  ``drill.partial = true``: archive, size, sha256 and Raft index were checked, the snapshot
-  was accepted by OpenBao, but the data was not unsealed;
-* (f) if the manifest has a freshness marker, the executor logs in to the restored copy with
-  the configured auth (its auth state is the live cluster's) and reads the marker path: it
-  must equal the manifest's record, time and nonce, else a ``verification`` error whose
-  message starts with ``marker mismatch:``;
-* the report (mode ``drill``) carries the key, the manifest's facts, the manifest's ``marker``
-  and ``drill`` = {unsealed, markerChecked, markerMatched, partial}, also when the run failed;
-* ``OBB_DRILL_DONE_FILE`` is created by :mod:`executor.__main__` when the run ends, whatever
-  happened, so the server container stops.
+* (e) auto-unseal (:func:`wait_auto_unsealed`): the restored copy must unseal itself with the
+  same seal and become active again within ``OBB_DRILL_START_TIMEOUT`` (the restore is seen as
+  applied once the node was sealed since the upload, or reports another cluster_id than the
+  scratch cluster's), else a ``verification`` error (the seal cannot decrypt the snapshot's
+  keyring). Shamir (:func:`unseal_restored`): the restored copy is unsealed with the LIVE
+  cluster's keys from ``OBB_UNSEAL_KEYS_FILE`` and must become active; a refused key, or still
+  sealed after all keys, is a ``verification`` error.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from executor import secrets
-from executor.contract import DRILL_SERVER_SCRIPT, Config, DrillSettings
+from executor.contract import DrillSettings
 from executor.errors import ConfigurationError, LeaderError, SnapshotError, VerificationError
 from executor.log import get_logger
-from executor.marker import check_marker, read_marker
 from executor.openbao import Leader, OpenBao
-from executor.progress import Progress
-from executor.report import DrillResult
-from executor.restore import upload_verified
-from executor.storage import open_sink
-from executor.verify import verify_stored
-
-__all__ = ["SERVER_SCRIPT", "run_drill"]
 
 log = get_logger("executor.drill")
-
-#: The scratch server container's ``sh -c`` script (env DRILL_DIR, DRILL_PORT, DRILL_DONE_FILE);
-#: defined in :mod:`executor.contract` so the controller can import it from there.
-SERVER_SCRIPT = DRILL_SERVER_SCRIPT
 
 Ready = Callable[[int, Any], bool]
 
 
-async def run_drill(*, config: Config, progress: Progress) -> None:
-    assert config.openbao is not None
-    assert config.drill is not None
-    drill = config.drill
-    progress.key = drill.key
-    progress.drill = DrillResult()
-    async with OpenBao.open(settings=config.openbao) as bao:
-        progress.enter("opening the storage")
-        async with open_sink(settings=config.storage) as sink:
-            stored = await verify_stored(objects=sink, key=drill.key, progress=progress)
-            marker = stored.manifest.marker
-            progress.marker = marker
-
-            progress.enter("starting the scratch OpenBao")
-            await _wait_health(
-                bao, drill, "answer sys/health", lambda status, _: status in (200, 429, 501, 503)
-            )
-            progress.enter("initialising the scratch OpenBao")
-            scratch = await _init_scratch(bao, drill)
-
-            progress.enter("uploading the snapshot to OpenBao")
-            await upload_verified(
-                bao=bao,
-                leader=scratch.leader,
-                sink=sink,
-                key=drill.key,
-                stored=stored,
-                force=True,
-            )
-        log.info("the scratch OpenBao accepted the snapshot", key=drill.key)
-
-        progress.enter("waiting for OpenBao after the restore")
-        if scratch.auto_unseal:
-            await _wait_auto_unsealed(bao, drill, scratch)
-            progress.drill = replace(progress.drill, unsealed=True)
-            log.info("the restored copy unsealed itself with the live cluster's seal and is active")
-        else:
-            await _wait_health(
-                bao, drill, "seal itself after the restore", lambda status, _: status == 503
-            )
-        if not scratch.auto_unseal and not drill.unseal_keys:
-            progress.drill = replace(progress.drill, partial=True)
-            log.warning(
-                "PARTIAL drill: no OBB_UNSEAL_KEYS_FILE, so the restored copy stays "
-                "sealed; archive, size, sha256 and Raft index were checked and "
-                "OpenBao accepted the snapshot, the data was not read back",
-                key=drill.key,
-            )
-            return
-
-        if not scratch.auto_unseal:
-            progress.enter("unsealing the restored copy")
-            await _unseal_restored(bao, drill)
-            progress.drill = replace(progress.drill, unsealed=True)
-            log.info("the restored copy unsealed with the live cluster's keys and is active")
-        if marker is None:
-            log.info("the manifest has no freshness marker: nothing to read back")
-            return
-
-        progress.enter("logging in to OpenBao")
-        await bao.login()
-        progress.enter("checking the freshness marker")
-        found = await read_marker(bao=bao, marker=marker, timeout=drill.start_timeout)
-        progress.drill = replace(progress.drill, marker_checked=True, marker_matched=False)
-        check_marker(marker, found)
-        progress.drill = replace(progress.drill, marker_matched=True)
-        log.info(
-            "the freshness marker in the restored copy matches the manifest",
-            path=marker.path,
-            record=marker.record,
-            time=marker.time,
-        )
-
-
-async def _wait_health(bao: OpenBao, drill: DrillSettings, what: str, ready: Ready) -> Any:
+async def wait_health(bao: OpenBao, drill: DrillSettings, what: str, ready: Ready) -> Any:
     """Poll the scratch server's sys/health until ``ready(status, body)``; its body."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + drill.start_timeout
@@ -174,7 +69,9 @@ async def _wait_health(bao: OpenBao, drill: DrillSettings, what: str, ready: Rea
 
 
 @dataclass(frozen=True)
-class _Scratch:
+class Scratch:
+    """The initialised, active scratch server, before the restore."""
+
     leader: Leader
     auto_unseal: bool  # the scratch server's seal is not Shamir: it unseals itself
     cluster_id: str | None  # the scratch cluster's own id, before the restore
@@ -190,7 +87,7 @@ async def _seal_type(bao: OpenBao, drill: DrillSettings) -> str:
     return kind
 
 
-async def _wait_auto_unsealed(bao: OpenBao, drill: DrillSettings, scratch: _Scratch) -> None:
+async def wait_auto_unsealed(bao: OpenBao, drill: DrillSettings, scratch: Scratch) -> None:
     """After a snapshot-force restore into an auto-unseal scratch server: wait until the
     restore was applied (the node was seen sealed, or reports another cluster_id than the
     scratch cluster's) and the node is active again, unsealed by its seal."""
@@ -211,7 +108,7 @@ async def _wait_auto_unsealed(bao: OpenBao, drill: DrillSettings, scratch: _Scra
         )
 
     try:
-        health = await _wait_health(
+        health = await wait_health(
             bao, drill, "unseal itself and become active after the restore", ready
         )
     except LeaderError as exc:
@@ -232,7 +129,7 @@ async def _wait_auto_unsealed(bao: OpenBao, drill: DrillSettings, scratch: _Scra
     )
 
 
-async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> _Scratch:
+async def init_scratch(bao: OpenBao, drill: DrillSettings) -> Scratch:
     """Initialise the empty scratch server for its seal type (Shamir: 1/1 and unseal;
     auto-unseal: 1/1 recovery shares, it unseals itself); it must become active."""
     status, data, text = await bao.call(
@@ -283,7 +180,7 @@ async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> _Scratch:
     if not auto_unseal:
         assert isinstance(keys, list)
         await _unseal(bao, drill, [str(keys[0])], who="the scratch OpenBao", error=LeaderError)
-    health = await _wait_health(
+    health = await wait_health(
         bao, drill, "become active after init", lambda status, _: status == 200
     )
     version = health.get("version") if isinstance(health, dict) else None
@@ -294,7 +191,7 @@ async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> _Scratch:
         version=version,
         seal_type=seal_type,
     )
-    return _Scratch(
+    return Scratch(
         leader=Leader(
             address=drill.addr,
             version=version if isinstance(version, str) else None,
@@ -305,13 +202,11 @@ async def _init_scratch(bao: OpenBao, drill: DrillSettings) -> _Scratch:
     )
 
 
-async def _unseal_restored(bao: OpenBao, drill: DrillSettings) -> None:
+async def unseal_restored(bao: OpenBao, drill: DrillSettings) -> None:
     await _unseal(
         bao, drill, list(drill.unseal_keys), who="the restored copy", error=VerificationError
     )
-    await _wait_health(
-        bao, drill, "become active after the unseal", lambda status, _: status == 200
-    )
+    await wait_health(bao, drill, "become active after the unseal", lambda status, _: status == 200)
 
 
 async def _unseal(
