@@ -9,7 +9,8 @@ Guarantees:
 * errors of foreign libraries are translated into this tree exactly once, at the edge that
   called the library: aiohttp errors talking to OpenBao in :mod:`executor.openbao`, botocore in
   :mod:`executor.storage.s3_errors`, aiohttp/gcloud-aio-auth in
-  :mod:`executor.storage.gcs_http`, azure-core/azure-identity in :mod:`executor.storage.azure`;
+  :mod:`executor.storage.gcs_http`, azure-core/azure-identity in
+  :mod:`executor.storage.azure_errors`;
   code above those modules never catches a foreign exception type;
 * messages never contain secret values (tokens, keys, connection strings): edges build their
   messages from status codes and server error texts, and :mod:`executor.secrets` scrubs every

@@ -1,207 +1,46 @@
-"""Azure Blob Storage with azure-storage-blob (aio): staged blocks, one commit.
+"""Azure Blob Storage with azure-storage-blob (aio): the sink (staged blocks, one commit).
 
 Guarantees (beyond :mod:`executor.storage.base`):
 
-* a snapshot is uploaded as blocks of ``OBB_PART_SIZE`` bytes with ``stage_block`` (at most
-  ``OBB_CONCURRENCY`` in flight, each sent without a copy from a reused part buffer,
-  :mod:`executor.storage.parts`) and
-  becomes visible only through ONE ``commit_block_list`` after the verifier accepted the
-  stream; the commit carries the sha256/size and context as blob metadata (atomically) and
-  ``If-None-Match: *`` (an existing blob is never overwritten);
-* every block is integrity-checked by the service at the cheapest cost available
-  (:func:`block_md5`): over HTTPS by TLS alone (azure-storage-blob's own guidance: a
-  transactional hash adds nothing over HTTPS; MD5 runs at ~0.3-0.7 GiB/s here, the largest
-  cost only we paid, and CRC64 needs the native azure-storage-extensions package, which
-  Azurite does not check either); over plain HTTP (Azurite, tests) each block carries a
-  transactional MD5 (``Content-MD5``), computed in a worker thread, that the service checks;
-* on failure nothing is committed: staged blocks stay invisible and the service discards them
-  (after a week); there is no blob at the key;
+* a snapshot becomes visible only through ONE ``commit_block_list`` after the verifier
+  accepted the stream, never over an existing blob; blocks, their integrity checks and what a
+  failure leaves behind are :mod:`executor.storage.azure_blocks`'s guarantees;
 * staged blocks left by a KILLED run live on a blob with no committed content (it appears only
   in listings with ``include=uncommittedblobs``); the next backup of the same cluster deletes
   such blobs under the cluster's prefix whose last modification is before the run started
   (:meth:`AzureSink.clean_abandoned`). A blob is a candidate only if it is absent from the
   committed listing taken AFTER the uncommitted one and Get Blob Properties still answers 404
   right before the delete, so a committed blob is never deleted;
-* block ids are the zero-padded block number (equal length; base64 on the wire); at most
-  50,000 blocks (``OBB_PART_SIZE`` x 50,000 is the largest snapshot);
 * credentials, first match wins: ``AZURE_STORAGE_CONNECTION_STRING`` (must carry an account key
   or SAS: an anonymous connection string is refused), ``AZURE_STORAGE_KEY`` with
   ``OBB_AZURE_ACCOUNT``, else ``DefaultAzureCredential`` (workload identity, managed identity).
   A client without credentials is never created. TLS uses ``OBB_STORAGE_CACERT`` or the
   system store and is never disabled;
-* azure-core / azure-identity errors are translated here, once.
+* azure-core / azure-identity errors are translated once, by
+  :mod:`executor.storage.azure_errors`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import hashlib
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import aiohttp
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.storage.blob import BlobBlock, ContentSettings
+from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from executor.contract import AzureCredentials, StorageSettings
-from executor.errors import (
-    ConfigurationError,
-    ExecutorError,
-    ObjectNotFound,
-    StorageError,
-)
+from executor.errors import ConfigurationError, ObjectNotFound, StorageError
 from executor.log import get_logger
-from executor.storage.base import (
-    META_SHA256,
-    META_SIZE,
-    CleanupResult,
-    NumberedUpload,
-    ObjectInfo,
-    check_cleanup_prefix,
-    is_abandoned,
-)
-from executor.storage.parts import Part
+from executor.storage.azure_blocks import AzureUpload, meta_name
+from executor.storage.azure_errors import translated
+from executor.storage.base import CleanupResult, ObjectInfo, check_cleanup_prefix, is_abandoned
 
 log = get_logger("executor.storage.azure")
 
-MAX_BLOCKS = 50_000
 _GET_CHUNK = 4 << 20
-_FOREIGN = (AzureError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-
-def _meta_name(name: str) -> str:
-    """Azure metadata names must be C# identifiers."""
-    return name.replace("-", "_")
-
-
-def _translate(exc: BaseException, *, doing: str, container: str) -> ExecutorError:
-    if isinstance(exc, ClientAuthenticationError):
-        return StorageError(f"{doing}: Azure refused the credentials: {_msg(exc)}")
-    if isinstance(exc, ResourceNotFoundError):
-        code = getattr(exc, "error_code", None)
-        if code == "ContainerNotFound":
-            return ObjectNotFound(
-                f"{doing}: container {container!r} does not exist (the executor never creates "
-                "containers)"
-            )
-        return ObjectNotFound(f"{doing}: not found")
-    if isinstance(exc, ResourceModifiedError):
-        return StorageError(f"{doing}: the blob changed since it was verified")
-    if isinstance(exc, ResourceExistsError):
-        code = getattr(exc, "error_code", None)
-        if code in ("BlobAlreadyExists", "ConditionNotMet"):
-            return StorageError(f"{doing}: a blob already exists at this key")
-        return StorageError(f"{doing}: Azure answered 409 ({code}): {_msg(exc)}")
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code
-        code = getattr(exc, "error_code", None)
-        if status == 403:
-            return StorageError(f"{doing}: access denied by Azure ({code}): {_msg(exc)}")
-        return StorageError(f"{doing}: Azure answered HTTP {status} ({code}): {_msg(exc)}")
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return StorageError(f"{doing}: cannot reach the blob endpoint: {_msg(exc)}")
-    if isinstance(exc, asyncio.TimeoutError):
-        return StorageError(f"{doing}: timed out")
-    return StorageError(f"{doing}: {exc.__class__.__name__}: {_msg(exc)}")
-
-
-def _msg(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc)
-    return text.splitlines()[0][:300] if text else exc.__class__.__name__
-
-
-@contextmanager
-def _translated(doing: str, *, container: str) -> Iterator[None]:
-    try:
-        yield
-    except ExecutorError:
-        raise
-    except _FOREIGN as exc:
-        raise _translate(exc, doing=doing, container=container) from None
-
-
-def _md5(data: memoryview) -> bytes:
-    return hashlib.md5(data, usedforsecurity=False).digest()
-
-
-def block_md5(*, scheme: str) -> bool:
-    """Whether blocks carry a transactional MD5: only without TLS (see the module)."""
-    return scheme.lower() != "https"
-
-
-def _block_id(number: int) -> str:
-    """Equal-length block ids (the SDK base64-encodes them on the wire)."""
-    return f"{number:08d}"
-
-
-class AzureUpload(NumberedUpload[str]):
-    """One block-blob upload (see module guarantees)."""
-
-    unit = "blocks"
-
-    def __init__(
-        self,
-        *,
-        blob: Any,
-        container: str,
-        key: str,
-        part_size: int,
-        concurrency: int,
-        metadata: Mapping[str, str],
-    ) -> None:
-        super().__init__(
-            key=key, part_size=part_size, concurrency=concurrency, max_parts=MAX_BLOCKS
-        )
-        self._blob = blob
-        self._container = container
-        self._metadata = dict(metadata)
-        self._md5 = block_md5(scheme=str(getattr(blob, "scheme", "https")))
-
-    async def _upload_part(self, number: int, part: Part) -> str:
-        block_id = _block_id(number)
-        extra: dict[str, bytes] = {}
-        if self._md5:  # off the event loop (the SDK would hash inline)
-            extra["transactional_content_md5"] = await asyncio.to_thread(_md5, part.view)
-        with _translated(f"staging block {number} of {self.key}", container=self._container):
-            await self._blob.stage_block(block_id, part.body(), length=len(part), **extra)
-        return block_id
-
-    async def commit(self, *, sha256: str, size: int) -> None:
-        ids = await self._all_parts(size=size)
-        metadata = {
-            **self._metadata,
-            _meta_name(META_SHA256): sha256,
-            _meta_name(META_SIZE): str(size),
-        }
-        with _translated(f"committing {self.key}", container=self._container):
-            await self._blob.commit_block_list(
-                [BlobBlock(block_id=block_id) for block_id in ids],
-                content_settings=ContentSettings(content_type="application/gzip"),
-                metadata=metadata,
-                match_condition=MatchConditions.IfMissing,
-            )
-        self._finished = True
-        log.info("block blob committed", key=self.key, blocks=len(ids), size=size)
-
-    async def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        await self._uploader.cancel()
-        log.info("upload abandoned: nothing committed, staged blocks expire", key=self.key)
 
 
 class AzureSink:
@@ -213,7 +52,7 @@ class AzureSink:
         self._name = settings.bucket
 
     def _t(self, doing: str) -> Any:
-        return _translated(doing, container=self._name)
+        return translated(doing, container=self._name)
 
     async def begin(self, *, key: str, metadata: Mapping[str, str]) -> AzureUpload:
         blob = self._container.get_blob_client(key)
@@ -226,7 +65,7 @@ class AzureSink:
             key=key,
             part_size=self._settings.part_size,
             concurrency=self._settings.concurrency,
-            metadata={_meta_name(k): v for k, v in metadata.items()},
+            metadata={meta_name(k): v for k, v in metadata.items()},
         )
 
     async def head(self, *, key: str) -> ObjectInfo:

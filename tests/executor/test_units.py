@@ -282,7 +282,7 @@ def test_s3_parts_carry_a_crc32_only_over_tls() -> None:
 
 
 def test_azure_blocks_carry_an_md5_only_without_tls() -> None:
-    from executor.storage.azure import block_md5
+    from executor.storage.azure_blocks import block_md5
 
     assert not block_md5(scheme="https")
     assert block_md5(scheme="http")
