@@ -1,52 +1,15 @@
-"""The result report: what the executor tells the controller, as its termination message.
+"""The result report itself: its fields, its JSON within the termination message's size, and
+parsing it back (the schema and its guarantees are in :mod:`executor.report`).
 
 Guarantees:
 
-* the JSON has exactly these fields (schema version 1)::
-
-    {"v": 1, "mode": "backup|restore|delete|verify|drill", "outcome": "succeeded|failed",
-     "key": str|null, "manifestKey": str|null, "size": int|null, "sha256": str|null,
-     "startedAt": RFC3339, "finishedAt": RFC3339, "durationSeconds": float,
-     "openbaoVersion": str|null, "raftIndex": int|null, "raftTerm": int|null,
-     "deletedKeys": [str]|null,
-     "error": {"class": "configuration|auth|leader|snapshot|storage|verification|internal",
-               "message": str} | null,
-     "marker": {"path": str, "kvVersion": 1|2, "record": str, "time": RFC3339,
-                "nonce": str}                                      (only when set),
-     "drill": {"unsealed": bool, "markerChecked": bool, "markerMatched": bool|null,
-               "partial": bool}                                    (only in drill mode),
-     "cleaned": {"uploads": int, "keys": [str], "error": str|null}
-                                                   (backup on S3/Azure, only when set)}
-
-* ``outcome == "succeeded"`` if and only if ``error`` is null;
-* for a backup, ``key``/``manifestKey`` name the objects written; when a backup failed,
-  ``key`` is the key that was attempted (nothing is left there unless ``error.message`` says
-  so) and ``manifestKey`` is null; for a restore, ``key`` is the snapshot restored; for a
-  verify, ``key`` is the snapshot checked and ``manifestKey``, ``size``, ``sha256``,
-  ``raftIndex``, ``raftTerm`` and ``openbaoVersion`` are its manifest's (``outcome`` says
-  whether the object matched them; they are null when no manifest could be read); for a
-  delete, ``deletedKeys`` lists the snapshot keys now absent (deleted or already gone);
-* ``marker`` (backup: the freshness marker written before the snapshot; drill: the marker the
-  manifest promises) and ``drill`` (what a restore drill proved) are present only when set;
-* ``cleaned`` (backup, when the provider can list unfinished uploads: S3, Azure) says what the
-  backup removed before it began uploading: ``uploads`` unfinished uploads of earlier runs of
-  the same cluster (S3: multipart uploads aborted; Azure: blobs with only uncommitted blocks
-  deleted), started before this run, under the cluster's prefix; ``keys`` names at most
-  :data:`CLEANED_KEYS_MAX` of them; ``error`` says why the cleanup stopped early (it never
-  fails the backup);
-* :meth:`Report.to_json` is ASCII-only and at most :data:`MAX_BYTES` bytes (the kubelet keeps
-  4096): ``cleaned.keys`` is dropped first (the count stays), then the error message is
-  shortened, then ``deletedKeys`` (with a note in the message), so the text always parses;
-* :meth:`Report.from_json` ignores unknown fields and rejects wrong types, except in
-  ``cleaned``, which is informational: a malformed ``cleaned`` is ignored (read as absent),
-  never a reason to reject a report;
-* :data:`EXIT_CODES` maps the error class to the process exit code (0 when succeeded);
-* progress is a second, best-effort channel on the log (stderr, one JSON object per line):
-  while a backup streams, a line with ``"event": PROGRESS_EVENT`` and the integer fields
-  ``bytes`` (streamed so far) and ``bytes_per_second`` at most every
-  :data:`PROGRESS_INTERVAL` seconds, and one with ``"event": STREAMED_EVENT`` (the same fields
-  plus ``seconds``) when the stream ends; ``kubectl openbao-backup backup --wait`` follows
-  them.
+* a :class:`Report` cannot be built with ``outcome == "succeeded"`` and an ``error``, or
+  ``"failed"`` without one;
+* :meth:`Report.to_json` is compact ASCII JSON of at most ``max_bytes`` (:data:`MAX_BYTES`)
+  bytes that always parses, shortened in the documented order;
+* :meth:`Report.from_json` accepts only schema version :data:`REPORT_VERSION`, ignores
+  unknown fields and raises ``ValueError`` for wrong types (a malformed ``cleaned`` is read as
+  absent).
 """
 
 from __future__ import annotations
@@ -59,115 +22,17 @@ from typing import Any, Literal, get_args
 
 from executor.errors import ErrorClass
 from executor.layout import Marker
+from executor.report.exit_codes import EXIT_CODES, EXIT_OK
+from executor.report.fields import Cleaned, DrillResult, ReportError
 
 Outcome = Literal["succeeded", "failed"]
 ReportMode = Literal["backup", "restore", "delete", "verify", "drill"]
 REPORT_VERSION = 1
 MAX_BYTES = 4000
-#: At most this many keys are listed in ``cleaned.keys`` (``cleaned.uploads`` counts all).
-CLEANED_KEYS_MAX = 10
-#: ``cleaned.error`` is cut to this many characters.
-CLEANED_ERROR_MAX = 300
-
-#: Log events of a backup's streaming progress (see the module docstring).
-PROGRESS_EVENT = "snapshot streaming"
-STREAMED_EVENT = "snapshot streamed"
-#: Seconds between progress lines: often enough for a live rate, few enough that a one-hour
-#: stream logs under 2,000 lines.
-PROGRESS_INTERVAL = 2.0
-
-EXIT_CODES: dict[ErrorClass, int] = {
-    "configuration": 10,
-    "auth": 11,
-    "leader": 12,
-    "snapshot": 13,
-    "storage": 14,
-    "verification": 15,
-    "internal": 1,
-}
-EXIT_OK = 0
 
 _CLASSES: tuple[ErrorClass, ...] = get_args(ErrorClass)
 _MODES: tuple[ReportMode, ...] = get_args(ReportMode)
 _ELLIPSIS = " [...]"
-
-
-@dataclass(frozen=True)
-class ReportError:
-    error_class: ErrorClass
-    message: str
-
-
-@dataclass(frozen=True)
-class DrillResult:
-    """What a restore drill proved: the restored copy unsealed (with the live cluster's keys),
-    the marker was read back from it and matched the manifest's (None: not checked), and
-    ``partial``: stopped after the restore was accepted because no unseal keys were given."""
-
-    unsealed: bool = False
-    marker_checked: bool = False
-    marker_matched: bool | None = None
-    partial: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "unsealed": self.unsealed,
-            "markerChecked": self.marker_checked,
-            "markerMatched": self.marker_matched,
-            "partial": self.partial,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> DrillResult:
-        if not isinstance(data, dict):
-            raise ValueError("drill must be an object or null")
-        flags = {k: data.get(k) for k in ("unsealed", "markerChecked", "partial")}
-        if not all(isinstance(v, bool) for v in flags.values()):
-            raise ValueError("drill.unsealed/markerChecked/partial must be booleans")
-        matched = data.get("markerMatched")
-        if matched is not None and not isinstance(matched, bool):
-            raise ValueError("drill.markerMatched must be a boolean or null")
-        return cls(
-            unsealed=bool(flags["unsealed"]),
-            marker_checked=bool(flags["markerChecked"]),
-            marker_matched=matched,
-            partial=bool(flags["partial"]),
-        )
-
-
-@dataclass(frozen=True)
-class Cleaned:
-    """What a backup removed before it began uploading (see the module guarantees)."""
-
-    uploads: int = 0
-    keys: tuple[str, ...] = ()
-    error: str | None = None
-
-    @classmethod
-    def of(cls, keys: list[str], error: str | None) -> Cleaned:
-        """The report field for ``keys`` removed (all of them) and ``error`` (capped)."""
-        return cls(
-            uploads=len(keys),
-            keys=tuple(keys[:CLEANED_KEYS_MAX]),
-            error=error[:CLEANED_ERROR_MAX] if error is not None else None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"uploads": self.uploads, "keys": list(self.keys), "error": self.error}
-
-    @classmethod
-    def from_dict(cls, data: object) -> Cleaned | None:
-        """Lenient: None for anything malformed (the field is informational)."""
-        if not isinstance(data, dict):
-            return None
-        uploads, keys, error = data.get("uploads"), data.get("keys", []), data.get("error")
-        if not isinstance(uploads, int) or isinstance(uploads, bool) or uploads < 0:
-            return None
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            return None
-        if error is not None and not isinstance(error, str):
-            return None
-        return cls(uploads=uploads, keys=tuple(keys), error=error)
 
 
 @dataclass(frozen=True)
