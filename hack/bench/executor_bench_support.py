@@ -159,6 +159,7 @@ class Stores:
             "s3": start_moto,
             "s3tls": self._start_moto_tls,
             "gcs": start_fake_gcs,
+            "gcschunks": start_fake_gcs,
             "azure": start_azurite,
         }
         for t in self.targets:
@@ -208,7 +209,7 @@ class Stores:
                 aws_secret_access_key=MOTO_SECRET_KEY,
                 verify=ca,
             ).create_bucket(Bucket=bucket)
-        elif target == "gcs":
+        elif target in ("gcs", "gcschunks"):
             self._empty_gcs(endpoint)
             create_gcs_bucket(endpoint, bucket)
         else:

@@ -2,7 +2,8 @@
 
 Run as a subprocess (so its CPU seconds and peak RSS are its own)::
 
-    python hack/bench/executor_raw_upload.py URL TARGET ENDPOINT BUCKET KEY PART_SIZE CONCURRENCY
+    python hack/bench/executor_raw_upload.py URL TARGET ENDPOINT BUCKET KEY \
+        PART_SIZE CONCURRENCY [HASH]
 
 It GETs the snapshot stream from ``URL`` (aiohttp, like the executor) and uploads the same
 bytes the way each provider's own client does it, with no verification of the archive and no
@@ -16,8 +17,19 @@ checksums the client does not send by itself:
 * ``gcs``: gcloud-aio-storage ``Storage.upload(force_resumable_upload=True)``: it accepts only
   bytes or a seekable file, so the stream is collected in a BytesIO first and sent in one
   resumable session (its memory is the object's size; that is the library's shape);
+* ``gcschunks``: the GCS JSON API's resumable session driven with aiohttp (gcloud-aio-storage
+  cannot send chunks), ``PART_SIZE`` per chunk, one in flight while the next is read: the
+  executor's shape, so the ratio shows what the chunking costs on the emulator;
 * ``azure``: azure-storage-blob (aio) ``stage_block`` (``CONCURRENCY`` in flight) then
   ``commit_block_list``.
+
+``HASH=sha256`` makes it the *floor* of ``executor_throughput.py --floor``: the same upload
+plus one SHA-256 pass over every byte received, fed to a worker thread :data:`HASH_BATCH`
+bytes at a time and in order (as the executor feeds its verifier). That is the least any
+inline verification of an OpenBao snapshot costs: ``SHA256SUMS`` lists the SHA-256 of
+``state.bin``, which is nearly every byte of the archive, so no check against it can hash
+less; the floor omits everything else the executor checks (the stream's own SHA-256 for the
+manifest, the gzip CRC-32, the tar structure).
 
 Prints ``{"seconds": ...}``: first snapshot byte to upload complete.
 """
@@ -25,6 +37,7 @@ Prints ``{"seconds": ...}``: first snapshot byte to upload complete.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import sys
@@ -34,6 +47,40 @@ from typing import Any
 
 import aiohttp
 
+#: Bytes per hand-off to the hashing thread (the executor's VERIFY_BATCH).
+HASH_BATCH = 2 << 20
+
+
+class Hasher:
+    """SHA-256 of every byte fed, in a worker thread, in order; a no-op when disabled."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._sha = hashlib.sha256()
+        self._batch: list[bytes] = []
+        self._size = 0
+        self._feed: asyncio.Future[None] | None = None
+
+    def _update(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._sha.update(chunk)
+
+    async def feed(self, chunk: bytes) -> None:
+        if not self.enabled:
+            return
+        self._batch.append(chunk)
+        self._size += len(chunk)
+        if self._size >= HASH_BATCH:
+            if self._feed is not None:
+                await self._feed
+            self._feed = asyncio.ensure_future(asyncio.to_thread(self._update, self._batch))
+            self._batch, self._size = [], 0
+
+    async def finish(self) -> None:
+        if self._feed is not None:
+            await self._feed
+        self._update(self._batch)
+
 
 async def _parts(
     *,
@@ -42,6 +89,7 @@ async def _parts(
     part_size: int,
     concurrency: int,
     put: Callable[[int, bytes], Awaitable[Any]],
+    hasher: Hasher,
 ) -> tuple[float, list[Any]]:
     """Cut the stream into parts and ``put`` them, ``concurrency`` at a time."""
     sem = asyncio.Semaphore(concurrency)
@@ -63,6 +111,7 @@ async def _parts(
         async for chunk in resp.content.iter_chunked(1 << 20):
             if t0 is None:
                 t0 = time.monotonic()
+            await hasher.feed(chunk)
             buf += chunk
             while len(buf) >= part_size:
                 part = bytes(buf[:part_size])
@@ -70,6 +119,7 @@ async def _parts(
                 await submit(part)
     if buf or not tasks:
         await submit(bytes(buf))
+    await hasher.finish()
     assert t0 is not None
     return t0, list(await asyncio.gather(*tasks))
 
@@ -105,7 +155,12 @@ async def s3(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             return {"PartNumber": n, "ETag": r["ETag"]}
 
         t0, parts = await _parts(
-            http=http, url=a["url"], part_size=a["part_size"], concurrency=a["concurrency"], put=put
+            http=http,
+            url=a["url"],
+            part_size=a["part_size"],
+            concurrency=a["concurrency"],
+            put=put,
+            hasher=a["hasher"],
         )
         await client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -125,7 +180,12 @@ async def azure(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             return block_id
 
         t0, ids = await _parts(
-            http=http, url=a["url"], part_size=a["part_size"], concurrency=a["concurrency"], put=put
+            http=http,
+            url=a["url"],
+            part_size=a["part_size"],
+            concurrency=a["concurrency"],
+            put=put,
+            hasher=a["hasher"],
         )
         await blob.commit_block_list(ids)
     return t0
@@ -140,7 +200,9 @@ async def gcs(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
         async for chunk in resp.content.iter_chunked(1 << 20):
             if t0 is None:
                 t0 = time.monotonic()
+            await a["hasher"].feed(chunk)
             stream.write(chunk)
+    await a["hasher"].finish()
     stream.seek(0)
     assert t0 is not None
     async with Storage(api_root=a["endpoint"]) as storage:
@@ -155,8 +217,52 @@ async def gcs(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
     return t0
 
 
+async def gcs_chunks(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
+    base, bucket, key, size = a["endpoint"], a["bucket"], a["key"], a["part_size"]
+    async with http.post(
+        f"{base}/upload/storage/v1/b/{bucket}/o",
+        params={"uploadType": "resumable", "name": key},
+        json={"name": key, "contentType": "application/gzip"},
+    ) as r:
+        r.raise_for_status()
+        location = r.headers["Location"]
+    sent = 0
+
+    async def put(data: bytes, start: int, total: int | None) -> None:
+        end = f"{start}-{start + len(data) - 1}" if data else "*"
+        headers = {"Content-Range": f"bytes {end}/{'*' if total is None else total}"}
+        async with http.put(location, data=data, headers=headers) as r:
+            if r.status not in (200, 201, 308):
+                raise SystemExit(f"chunk at {start}: HTTP {r.status} {await r.text()}")
+
+    t0: float | None = None
+    buf = bytearray()
+    pending: asyncio.Task[None] | None = None
+    async with http.get(a["url"]) as resp:
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            if t0 is None:
+                t0 = time.monotonic()
+            await a["hasher"].feed(chunk)
+            buf += chunk
+            while len(buf) > size:  # the final chunk carries the total: keep it back
+                if pending is not None:
+                    await pending
+                part = bytes(buf[:size])
+                del buf[:size]
+                pending = asyncio.create_task(put(part, sent, None))
+                sent += len(part)
+    if pending is not None:
+        await pending
+    await a["hasher"].finish()
+    await put(bytes(buf), sent, sent + len(buf))
+    assert t0 is not None
+    return t0
+
+
 async def main(argv: list[str]) -> None:
-    url, target, endpoint, bucket, key, part_size, concurrency = argv
+    url, target, endpoint, bucket, key, part_size, concurrency, *rest = argv
+    if rest not in ([], ["none"], ["sha256"]):
+        raise SystemExit(f"HASH must be none or sha256, not {rest}")
     args: dict[str, Any] = {
         "url": url,
         "endpoint": endpoint,
@@ -164,8 +270,9 @@ async def main(argv: list[str]) -> None:
         "key": key,
         "part_size": int(part_size),
         "concurrency": int(concurrency),
+        "hasher": Hasher(enabled=rest == ["sha256"]),
     }
-    upload = {"s3": s3, "s3tls": s3, "gcs": gcs, "azure": azure}[target]
+    upload = {"s3": s3, "s3tls": s3, "gcs": gcs, "gcschunks": gcs_chunks, "azure": azure}[target]
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         t0 = await upload(http, args)
     print(json.dumps({"seconds": time.monotonic() - t0}))

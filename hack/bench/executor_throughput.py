@@ -9,16 +9,25 @@ same provider, measured in the same run against the same emulator. For each size
    the snapshot streamed with chunked encoding, like the real one);
 3. for every run and every target (s3 = moto, gcs = fake-gcs-server, azure = Azurite, all
    from hack/devenv/storage.py, over plain HTTP; s3tls = moto over HTTPS with a test CA, the
-   path taken against AWS: parts with a CRC32 and unsigned payloads), uploads it twice, each
-   time from an empty bucket, as a subprocess: the executor (``python -m executor backup``:
-   full verification, checksums, commit) and the raw client (``executor_raw_upload.py``: the
-   provider's own client, no verification). The order alternates between runs (raw first in
-   even runs), so drift of this shared machine falls on both sides;
+   path taken against AWS: parts with a CRC32 and unsigned payloads; gcschunks = GCS against
+   a raw client that sends the executor's chunk size instead of one request), uploads it
+   twice, each time from an empty bucket, as a subprocess: the executor (``python -m
+   executor backup``: full verification, checksums, commit) and the raw client
+   (``executor_raw_upload.py``: the provider's own client, no verification). The order
+   alternates between runs (raw first in even runs), so drift of this shared machine falls
+   on both sides;
 4. reports medians over the runs: MiB/s of the transfer (first snapshot byte to upload
    complete, measured inside each process), CPU seconds (user + system) and peak RSS of
    that child alone (``os.wait4``); ``x`` is the median over runs of executor / raw within
    the SAME run (throughput: executor MiB/s / raw MiB/s), so load that changes between
    runs on a shared machine cancels out of the ratios.
+
+``--floor`` adds a third side to every run, the *floor*: the raw client plus one SHA-256 pass
+over every byte (``executor_raw_upload.py ... sha256``), the least any inline check of the
+snapshot against its ``SHA256SUMS`` costs (``state.bin`` is nearly every byte of the
+archive). ``floor x`` is floor / raw in the same run: a goal stated as a ratio to the raw
+client with "full verification on" is out of reach for ANY verifying uploader when it is
+below ``floor x``. The three sides rotate their order between runs.
 
 The "baseline" line is the peak RSS of a process that only imports what the executor (or
 the raw client) imports for that provider: what is paid before the first byte.
@@ -27,7 +36,7 @@ Usage::
 
     .venv/bin/python hack/bench/executor_throughput.py [--sizes 256Mi,1Gi]
         [--targets s3,gcs,azure,s3tls] [--runs 3] [--part-size 16Mi] [--concurrency 4]
-        [--workdir DIR]
+        [--workdir DIR] [--floor]
 
 ``--part-size``/``--concurrency`` default to the executor's own defaults for each provider
 (``executor.contract.DEFAULT_PART_SIZE``, OBB_CONCURRENCY); the raw client always uses the
@@ -74,6 +83,7 @@ IMPORTS = {
     "s3": ("executor.storage.s3", "aiohttp, aiobotocore.session"),
     "s3tls": ("executor.storage.s3", "aiohttp, aiobotocore.session"),
     "gcs": ("executor.storage.gcs", "aiohttp, gcloud.aio.storage"),
+    "gcschunks": ("executor.storage.gcs", "aiohttp"),
     "azure": ("executor.storage.azure", "aiohttp, azure.storage.blob.aio"),
 }
 
@@ -90,8 +100,9 @@ def _stamp(line: dict[str, Any]) -> float:
 
 
 def provider(target: str) -> str:
-    """The executor's provider for a bench target (``s3tls`` is S3 over HTTPS)."""
-    return "s3" if target == "s3tls" else target
+    """The executor's provider for a bench target (``s3tls`` is S3 over HTTPS, ``gcschunks``
+    GCS against a raw client that sends the executor's chunks)."""
+    return {"s3tls": "s3", "gcschunks": "gcs"}.get(target, target)
 
 
 def executor_env(
@@ -121,7 +132,7 @@ def executor_env(
             AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY,
             AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY,
         )
-    elif target == "gcs":
+    elif provider(target) == "gcs":
         env.update(OBB_EMULATOR="true")
     else:
         env.update(OBB_AZURE_ACCOUNT=AZURITE_ACCOUNT, AZURE_STORAGE_KEY=AZURITE_KEY)
@@ -163,7 +174,7 @@ async def baselines(targets: list[str]) -> dict[str, tuple[float, float]]:
 
 def in_flight(target: str, concurrency: int) -> int:
     """Parts a provider has in flight: GCS resumable chunks go one at a time."""
-    return 1 if target == "gcs" else concurrency
+    return 1 if provider(target) == "gcs" else concurrency
 
 
 def table(
@@ -172,9 +183,11 @@ def table(
     part_size: Callable[[str], int],
     concurrency: int,
 ) -> list[str]:
+    floor = any(sides.get("floor") for sides in results.values())
+    fx = f" {'floor x':>7}" if floor else ""
     head = (
-        f"{'target':6} {'size':>5} | {'MiB/s raw':>9} {'ours':>6} {'x':>5} | "
-        f"{'CPU s raw':>9} {'ours':>6} {'x':>5} | {'RSS raw':>7} {'ours':>6} {'x':>5} "
+        f"{'target':6} {'size':>5} | {'MiB/s raw':>9} {'ours':>6} {'x':>5}{fx} | "
+        f"{'CPU s raw':>9} {'ours':>6} {'x':>5}{fx} | {'RSS raw':>7} {'ours':>6} {'x':>5} "
         f"{'budget':>6}"
     )
     rows = [head, "-" * len(head)]
@@ -184,19 +197,26 @@ def table(
         def med(side: str, attr: str, sides: dict[str, list[Sample]] = sides) -> float:
             return float(statistics.median(getattr(s, attr) for s in sides[side]))
 
-        def ratio(attr: str, sides: dict[str, list[Sample]] = sides) -> float:
-            """Median over runs of executor / raw IN THE SAME RUN (robust to load drift)."""
-            pairs = zip(sides["ours"], sides["raw"], strict=True)
+        def ratio(attr: str, side: str = "ours", sides: dict[str, list[Sample]] = sides) -> float:
+            """Median over runs of ``side`` / raw IN THE SAME RUN (robust to load drift)."""
+            pairs = zip(sides[side], sides["raw"], strict=True)
             return float(statistics.median(getattr(o, attr) / getattr(r, attr) for o, r in pairs))
+
+        def floor_col(attr: str, invert: bool = False) -> str:
+            if not floor:
+                return ""
+            x = ratio(attr, "floor")
+            return f" {1 / x if invert else x:7.2f}"
 
         tr, te = mib / med("raw", "seconds"), mib / med("ours", "seconds")
         cr, ce = med("raw", "cpu_seconds"), med("ours", "cpu_seconds")
         rr, re_ = med("raw", "peak_rss_mib"), med("ours", "peak_rss_mib")
         budget = 64 + in_flight(target, concurrency) * part_size(target) / MiB
         rows.append(
-            f"{target:6} {size_text:>5} | {tr:9.1f} {te:6.1f} {1 / ratio('seconds'):5.2f} | "
-            f"{cr:9.2f} {ce:6.2f} {ratio('cpu_seconds'):5.2f} | {rr:7.0f} {re_:6.0f} "
-            f"{ratio('peak_rss_mib'):5.2f} {budget:6.0f}"
+            f"{target:6} {size_text:>5} | {tr:9.1f} {te:6.1f} {1 / ratio('seconds'):5.2f}"
+            f"{floor_col('seconds', invert=True)} | "
+            f"{cr:9.2f} {ce:6.2f} {ratio('cpu_seconds'):5.2f}{floor_col('cpu_seconds')} | "
+            f"{rr:7.0f} {re_:6.0f} {ratio('peak_rss_mib'):5.2f} {budget:6.0f}"
         )
     return rows
 
@@ -209,6 +229,9 @@ async def main() -> None:
     parser.add_argument("--part-size", default=None, help="default: the executor's")
     parser.add_argument("--concurrency", type=int, default=int(contract.CONCURRENCY.default or 4))
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--floor", action="store_true", help="also run the raw client + one SHA-256 pass"
+    )
     args = parser.parse_args()
     targets = args.targets.split(",")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="obb-bench-"))
@@ -240,9 +263,11 @@ async def main() -> None:
             try:
                 for run in range(args.runs):
                     for target in targets:
-                        sides = results.setdefault((target, size_text), {"raw": [], "ours": []})
+                        names = ["raw", "floor", "ours"] if args.floor else ["raw", "ours"]
+                        sides = results.setdefault((target, size_text), {n: [] for n in names})
                         bucket = f"bench-{size_text.lower()}-{run}"
-                        order = ["raw", "ours"] if run % 2 == 0 else ["ours", "raw"]
+                        k = run % len(names)
+                        order = names[k:] + names[:k]  # each side first in turn
                         for side in order:
                             stores.fresh(target, bucket)
                             endpoint = stores.endpoint(target)
@@ -275,12 +300,13 @@ async def main() -> None:
                                         "raw/object.snap",
                                         str(part_size_of(target)),
                                         str(args.concurrency),
+                                        "sha256" if side == "floor" else "none",
                                     ],
                                     ca=stores.ca if target == "s3tls" else None,
                                 )
                             sides[side].append(sample)
                             print(
-                                f"  run {run + 1} {target:5} {size_text:>5} {side:4}: "
+                                f"  run {run + 1} {target:5} {size_text:>5} {side:5}: "
                                 f"{size / MiB / sample.seconds:6.1f} MiB/s "
                                 f"cpu {sample.cpu_seconds:6.2f}s "
                                 f"rss {sample.peak_rss_mib:5.0f} MiB "
@@ -298,7 +324,8 @@ async def main() -> None:
         f"\n# {dt.date.today()}: {args.runs} interleaved runs, medians; part size "
         + ", ".join(f"{t} {part_size_of(t) // MiB} MiB" for t in targets)
         + f"; concurrency {args.concurrency}; x = executor / raw client; "
-        f"budget = 64 MiB + parts in flight x part size; {time.monotonic() - started:.0f}s; "
+        + ("floor x = raw client + one SHA-256 pass / raw client; " if args.floor else "")
+        + f"budget = 64 MiB + parts in flight x part size; {time.monotonic() - started:.0f}s; "
         f"load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     for target, (ours, raw) in base.items():
