@@ -101,20 +101,39 @@ class Child:
     err: str
     peak_rss_mib: float
     cpu_seconds: float
+    #: Peak RSS when the child first wrote ``mark`` to stderr (None: no mark asked or seen).
+    rss_at_mark_mib: float | None = None
 
 
-async def run_child(argv: list[str], env: dict[str, str]) -> Child:
+def _peak_rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+async def run_child(argv: list[str], env: dict[str, str], *, mark: bytes | None = None) -> Child:
     """Run ``argv``; its exit code, output and OWN rusage (``os.wait4`` on its pid: the child
-    is started with Popen, not asyncio, whose child watcher would reap it first)."""
+    is started with Popen, not asyncio, whose child watcher would reap it first). With
+    ``mark``, also its peak RSS so far (``VmHWM``) read the moment a stderr line holding
+    ``mark`` arrives: the executor's "snapshot stream started", the raw client's "first
+    byte", so the figure is what was held before the first snapshot byte."""
 
     def wait() -> Child:
         proc = subprocess.Popen(
             argv, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+        at_mark: list[float | None] = []
 
         def drain(name: str, stream: IO[bytes]) -> None:
             for line in iter(stream.readline, b""):
+                if mark is not None and name == "err" and not at_mark and mark in line:
+                    at_mark.append(_peak_rss_mib(proc.pid))
                 chunks[name].append(line)
 
         assert proc.stdout is not None
@@ -135,6 +154,7 @@ async def run_child(argv: list[str], env: dict[str, str]) -> Child:
             err=b"".join(chunks["err"]).decode(),
             peak_rss_mib=usage.ru_maxrss / 1024,
             cpu_seconds=usage.ru_utime + usage.ru_stime,
+            rss_at_mark_mib=at_mark[0] if at_mark else None,
         )
 
     return await asyncio.to_thread(wait)

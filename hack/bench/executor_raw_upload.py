@@ -31,7 +31,8 @@ inline verification of an OpenBao snapshot costs: ``SHA256SUMS`` lists the SHA-2
 less; the floor omits everything else the executor checks (the stream's own SHA-256 for the
 manifest, the gzip CRC-32, the tar structure).
 
-Prints ``{"seconds": ...}``: first snapshot byte to upload complete.
+Prints ``{"seconds": ...}``: first snapshot byte to upload complete; writes "first byte" to
+stderr when it arrives (the bench reads the peak RSS held before it then).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ async def _parts(
         async for chunk in resp.content.iter_chunked(1 << 20):
             if t0 is None:
                 t0 = time.monotonic()
+                print("first byte", file=sys.stderr, flush=True)
             await hasher.feed(chunk)
             buf += chunk
             while len(buf) >= part_size:
@@ -200,6 +202,7 @@ async def gcs(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
         async for chunk in resp.content.iter_chunked(1 << 20):
             if t0 is None:
                 t0 = time.monotonic()
+                print("first byte", file=sys.stderr, flush=True)
             await a["hasher"].feed(chunk)
             stream.write(chunk)
     await a["hasher"].finish()
@@ -242,6 +245,7 @@ async def gcs_chunks(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
         async for chunk in resp.content.iter_chunked(1 << 20):
             if t0 is None:
                 t0 = time.monotonic()
+                print("first byte", file=sys.stderr, flush=True)
             await a["hasher"].feed(chunk)
             buf += chunk
             while len(buf) > size:  # the final chunk carries the total: keep it back

@@ -29,8 +29,10 @@ archive). ``floor x`` is floor / raw in the same run: a goal stated as a ratio t
 client with "full verification on" is out of reach for ANY verifying uploader when it is
 below ``floor x``. The three sides rotate their order between runs.
 
-The "baseline" line is the peak RSS of a process that only imports what the executor (or
-the raw client) imports for that provider: what is paid before the first byte.
+``pre`` is the peak RSS held before the first snapshot byte (read from ``/proc`` when the
+child logs the stream's start): the interpreter, the libraries and the storage client, before
+any part buffer. The "baseline" line is the peak RSS of a process that only imports what the
+executor (or the raw client) imports for that provider.
 
 Usage::
 
@@ -71,7 +73,7 @@ from devenv.storage import (  # noqa: E402
     MOTO_SECRET_KEY,
     azurite_connection_string,
 )
-from executor_bench_support import FakeOpenBao, Stores, run_child  # noqa: E402
+from executor_bench_support import Child, FakeOpenBao, Stores, run_child  # noqa: E402
 
 from executor import contract  # noqa: E402
 from tests.executor.snapshots import write_big  # noqa: E402
@@ -93,6 +95,8 @@ class Sample:
     seconds: float
     cpu_seconds: float
     peak_rss_mib: float
+    #: Peak RSS held before the first snapshot byte (see ``run_child``'s ``mark``).
+    before_mib: float
 
 
 def _stamp(line: dict[str, Any]) -> float:
@@ -139,25 +143,33 @@ def executor_env(
     return env
 
 
+def _before(child: Child) -> float:
+    if child.rss_at_mark_mib is None:
+        raise SystemExit(f"no first-byte mark in the child's output:\n{child.err[-3000:]}")
+    return child.rss_at_mark_mib
+
+
 async def run_executor(env: dict[str, str]) -> Sample:
-    child = await run_child([sys.executable, "-m", "executor", "backup"], env)
+    child = await run_child(
+        [sys.executable, "-m", "executor", "backup"], env, mark=b"snapshot stream started"
+    )
     lines = [json.loads(x) for x in child.err.splitlines() if x.startswith("{")]
     start = next((_stamp(x) for x in lines if x["event"] == "snapshot stream started"), None)
     end = next((_stamp(x) for x in lines if x["event"] in DONE_EVENTS), None)
     if child.code != 0 or start is None or end is None:
         raise SystemExit(f"executor failed (exit {child.code}):\n{child.err[-3000:]}")
-    return Sample(end - start, child.cpu_seconds, child.peak_rss_mib)
+    return Sample(end - start, child.cpu_seconds, child.peak_rss_mib, _before(child))
 
 
 async def run_raw(argv: list[str], *, ca: Path | None = None) -> Sample:
     env = dict(os.environ)
     if ca is not None:
         env["AWS_CA_BUNDLE"] = str(ca)
-    child = await run_child([sys.executable, RAW, *argv], env)
+    child = await run_child([sys.executable, RAW, *argv], env, mark=b"first byte")
     if child.code != 0:
         raise SystemExit(f"raw uploader failed (exit {child.code}):\n{child.err[-3000:]}")
     seconds = json.loads(child.out.strip().splitlines()[-1])["seconds"]
-    return Sample(seconds, child.cpu_seconds, child.peak_rss_mib)
+    return Sample(seconds, child.cpu_seconds, child.peak_rss_mib, _before(child))
 
 
 async def baselines(targets: list[str]) -> dict[str, tuple[float, float]]:
@@ -188,7 +200,7 @@ def table(
     head = (
         f"{'target':6} {'size':>5} | {'MiB/s raw':>9} {'ours':>6} {'x':>5}{fx} | "
         f"{'CPU s raw':>9} {'ours':>6} {'x':>5}{fx} | {'RSS raw':>7} {'ours':>6} {'x':>5} "
-        f"{'budget':>6}"
+        f"{'budget':>6} | {'pre raw':>7} {'ours':>4}"
     )
     rows = [head, "-" * len(head)]
     for (target, size_text), sides in results.items():
@@ -216,7 +228,8 @@ def table(
             f"{target:6} {size_text:>5} | {tr:9.1f} {te:6.1f} {1 / ratio('seconds'):5.2f}"
             f"{floor_col('seconds', invert=True)} | "
             f"{cr:9.2f} {ce:6.2f} {ratio('cpu_seconds'):5.2f}{floor_col('cpu_seconds')} | "
-            f"{rr:7.0f} {re_:6.0f} {ratio('peak_rss_mib'):5.2f} {budget:6.0f}"
+            f"{rr:7.0f} {re_:6.0f} {ratio('peak_rss_mib'):5.2f} {budget:6.0f} | "
+            f"{med('raw', 'before_mib'):7.0f} {med('ours', 'before_mib'):4.0f}"
         )
     return rows
 
