@@ -7,7 +7,8 @@
 * :class:`Stores` starts moto, fake-gcs-server and Azurite (hack/devenv/storage.py) and
   empties them between uploads so every upload sees the same server state; target
   ``s3tls`` is moto over HTTPS with a certificate of a fresh test CA (:attr:`Stores.ca`),
-  the path production takes against AWS.
+  the path production takes against AWS; ``azuretls`` is Azurite over HTTPS with a
+  certificate of the same CA, the path production takes against Azure.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -26,13 +28,15 @@ from pathlib import Path
 from typing import IO
 
 from aiohttp import web
-from devenv.certs import make_pki
+from devenv.certs import Pki, make_pki
 from devenv.procs import Server, free_port
 from devenv.storage import (
+    AZURITE_ACCOUNT,
     MOTO_ACCESS_KEY,
     MOTO_REGION,
     MOTO_SECRET_KEY,
     StorageServer,
+    azurite_binary,
     azurite_connection_string,
     create_gcs_bucket,
     start_azurite,
@@ -172,6 +176,7 @@ class Stores:
         self.servers: dict[str, StorageServer] = {}
         self.targets = targets
         self.ca: Path | None = None
+        self._pki_made: Pki | None = None
 
     def start(self) -> None:
         self.stop()
@@ -181,13 +186,38 @@ class Stores:
             "gcs": start_fake_gcs,
             "gcschunks": start_fake_gcs,
             "azure": start_azurite,
+            "azuretls": self._start_azurite_tls,
         }
         for t in self.targets:
             self.servers[t] = starters[t](self.work)
 
+    def _pki(self, work: Path) -> Pki:
+        if self._pki_made is None:
+            self._pki_made = make_pki(work / "pki")
+            self.ca = self._pki_made.ca_cert
+        return self._pki_made
+
+    def _start_azurite_tls(self, work: Path) -> StorageServer:
+        pki = self._pki(work)
+        port = free_port()
+        argv = [str(azurite_binary()), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+        argv += ["--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"]
+        argv += ["--silent", "--cert", str(pki.serving_cert), "--key", str(pki.serving_key)]
+        srv = Server("azurite-tls", argv, work / "azurite-tls.log").start()
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+
+        def ready() -> bool:
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=1, context=ctx)
+            except urllib.error.HTTPError:
+                return True  # any HTTP answer over TLS: Azurite is serving
+            return True
+
+        srv.wait_until(ready, timeout=60, what="HTTPS on the blob port")
+        return StorageServer(srv, f"https://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
+
     def _start_moto_tls(self, work: Path) -> StorageServer:
-        pki = make_pki(work / "pki")
-        self.ca = pki.ca_cert
+        pki = self._pki(work)
         port = free_port()
         env = dict(os.environ)
         env.update(AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY)
@@ -234,11 +264,16 @@ class Stores:
             create_gcs_bucket(endpoint, bucket)
         else:
             self.servers[target].stop()
-            self.servers[target] = start_azurite(self.work)
+            self.servers[target] = (
+                self._start_azurite_tls(self.work)
+                if target == "azuretls"
+                else start_azurite(self.work)
+            )
             from azure.storage.blob import BlobServiceClient
 
             svc = BlobServiceClient.from_connection_string(
-                azurite_connection_string(self.endpoint(target))
+                azurite_connection_string(self.endpoint(target)),
+                connection_verify=str(self.ca) if target == "azuretls" else True,
             )
             svc.create_container(bucket)
 

@@ -21,7 +21,7 @@ checksums the client does not send by itself:
   cannot send chunks), ``PART_SIZE`` per chunk, one in flight while the next is read: the
   executor's shape, so the ratio shows what the chunking costs on the emulator;
 * ``azure``: azure-storage-blob (aio) ``stage_block`` (``CONCURRENCY`` in flight) then
-  ``commit_block_list``.
+  ``commit_block_list`` (``azuretls``: the same over HTTPS, CA from ``BENCH_CA_BUNDLE``).
 
 ``HASH=sha256`` makes it the *floor* of ``executor_throughput.py --floor``: the same upload
 plus one SHA-256 pass over every byte received, fed to a worker thread :data:`HASH_BATCH`
@@ -41,6 +41,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -173,7 +174,10 @@ async def s3(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
 async def azure(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
     from azure.storage.blob.aio import BlobServiceClient
 
-    async with BlobServiceClient.from_connection_string(a["endpoint"]) as svc:
+    verify = os.environ.get("BENCH_CA_BUNDLE") or True  # azuretls: the test CA
+    async with BlobServiceClient.from_connection_string(
+        a["endpoint"], connection_verify=verify
+    ) as svc:
         blob = svc.get_blob_client(a["bucket"], a["key"])
 
         async def put(n: int, data: bytes) -> str:
@@ -276,7 +280,14 @@ async def main(argv: list[str]) -> None:
         "concurrency": int(concurrency),
         "hasher": Hasher(enabled=rest == ["sha256"]),
     }
-    upload = {"s3": s3, "s3tls": s3, "gcs": gcs, "gcschunks": gcs_chunks, "azure": azure}[target]
+    upload = {
+        "s3": s3,
+        "s3tls": s3,
+        "gcs": gcs,
+        "gcschunks": gcs_chunks,
+        "azure": azure,
+        "azuretls": azure,
+    }[target]
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         t0 = await upload(http, args)
     print(json.dumps({"seconds": time.monotonic() - t0}))

@@ -9,7 +9,8 @@ same provider, measured in the same run against the same emulator. For each size
    the snapshot streamed with chunked encoding, like the real one);
 3. for every run and every target (s3 = moto, gcs = fake-gcs-server, azure = Azurite, all
    from hack/devenv/storage.py, over plain HTTP; s3tls = moto over HTTPS with a test CA, the
-   path taken against AWS: parts with a CRC32 and unsigned payloads; gcschunks = GCS against
+   path taken against AWS: parts with a CRC32 and unsigned payloads; azuretls = Azurite over
+   HTTPS with a test CA, the path taken against Azure: no per-block MD5; gcschunks = GCS against
    a raw client that sends the executor's chunk size instead of one request), uploads it
    twice, each time from an empty bucket, as a subprocess: the executor (``python -m
    executor backup``: full verification, checksums, commit) and the raw client
@@ -37,8 +38,8 @@ executor (or the raw client) imports for that provider.
 Usage::
 
     .venv/bin/python hack/bench/executor_throughput.py [--sizes 256Mi,1Gi]
-        [--targets s3,gcs,azure,s3tls] [--runs 3] [--part-size 16Mi] [--concurrency 4]
-        [--workdir DIR] [--floor]
+        [--targets s3,gcs,azure,s3tls,azuretls,gcschunks] [--runs 3] [--part-size 16Mi]
+        [--concurrency 4] [--workdir DIR] [--floor]
 
 ``--part-size``/``--concurrency`` default to the executor's own defaults for each provider
 (``executor.contract.DEFAULT_PART_SIZE``, OBB_CONCURRENCY); the raw client always uses the
@@ -79,6 +80,7 @@ from executor import contract  # noqa: E402
 from tests.executor.snapshots import write_big  # noqa: E402
 
 MiB = 1 << 20
+TLS_TARGETS = ("s3tls", "azuretls")
 RAW = str(Path(__file__).with_name("executor_raw_upload.py"))
 DONE_EVENTS = ("multipart upload completed", "block blob committed", "resumable upload completed")
 IMPORTS = {
@@ -87,6 +89,7 @@ IMPORTS = {
     "gcs": ("executor.storage.gcs", "aiohttp, gcloud.aio.storage"),
     "gcschunks": ("executor.storage.gcs", "aiohttp"),
     "azure": ("executor.storage.azure", "aiohttp, azure.storage.blob.aio"),
+    "azuretls": ("executor.storage.azure", "aiohttp, azure.storage.blob.aio"),
 }
 
 
@@ -104,9 +107,9 @@ def _stamp(line: dict[str, Any]) -> float:
 
 
 def provider(target: str) -> str:
-    """The executor's provider for a bench target (``s3tls`` is S3 over HTTPS, ``gcschunks``
-    GCS against a raw client that sends the executor's chunks)."""
-    return {"s3tls": "s3", "gcschunks": "gcs"}.get(target, target)
+    """The executor's provider for a bench target (``s3tls``/``azuretls``: over HTTPS;
+    ``gcschunks``: GCS against a raw client that sends the executor's chunks)."""
+    return {"s3tls": "s3", "gcschunks": "gcs", "azuretls": "azure"}.get(target, target)
 
 
 def executor_env(
@@ -164,7 +167,7 @@ async def run_executor(env: dict[str, str]) -> Sample:
 async def run_raw(argv: list[str], *, ca: Path | None = None) -> Sample:
     env = dict(os.environ)
     if ca is not None:
-        env["AWS_CA_BUNDLE"] = str(ca)
+        env["AWS_CA_BUNDLE"] = env["BENCH_CA_BUNDLE"] = str(ca)
     child = await run_child([sys.executable, RAW, *argv], env, mark=b"first byte")
     if child.code != 0:
         raise SystemExit(f"raw uploader failed (exit {child.code}):\n{child.err[-3000:]}")
@@ -291,7 +294,7 @@ async def main() -> None:
                                     bucket=bucket,
                                     bao=bao.url,
                                     work=work,
-                                    ca=stores.ca if target == "s3tls" else None,
+                                    ca=stores.ca if target in TLS_TARGETS else None,
                                 )
                                 env.update(
                                     OBB_PART_SIZE=str(part_size_of(target)),
@@ -301,7 +304,7 @@ async def main() -> None:
                             else:
                                 raw_endpoint = (
                                     azurite_connection_string(endpoint)
-                                    if target == "azure"
+                                    if provider(target) == "azure"
                                     else endpoint
                                 )
                                 sample = await run_raw(
@@ -315,7 +318,7 @@ async def main() -> None:
                                         str(args.concurrency),
                                         "sha256" if side == "floor" else "none",
                                     ],
-                                    ca=stores.ca if target == "s3tls" else None,
+                                    ca=stores.ca if target in TLS_TARGETS else None,
                                 )
                             sides[side].append(sample)
                             print(
