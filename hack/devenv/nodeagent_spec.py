@@ -1,37 +1,61 @@
 """Turn a pod spec into local files and process plans (part of ``devenv.nodeagent``).
 
-Materialises volumes under ``<pod dir>/volumes/<volume>/`` and resolves each container's
-environment, command and path mapping. See ``devenv.nodeagent`` for the contract.
+Guarantees:
+
+* Each container is ``command + args`` (``$(VAR)`` expanded; there is no image, so a container
+  without ``command`` fails the pod). A leading ``python`` / ``python3`` (any directory)
+  becomes this agent's ``sys.executable`` (the venv).
+* Environment: only PATH (the venv's bin dir prepended), HOME, LANG, LC_ALL, PYTHONPATH and
+  VIRTUAL_ENV come from the host; HOSTNAME=pod name, TMPDIR=``<pod dir>/tmp``,
+  KUBERNETES_SERVICE_HOST/PORT (+ _PORT_HTTPS, KUBERNETES_PORT) point at the apiserver;
+  then envFrom (secretRef/configMapRef, prefix, optional), then env (value, secretKeyRef,
+  configMapKeyRef with ``optional``, fieldRef: metadata.name/namespace/uid, labels['k'],
+  annotations['k'], spec.nodeName, spec.serviceAccountName, status.podIP(s)/hostIP(s) =
+  127.0.0.1). ``DEVENV_POD_ROOT`` = the pod dir. resourceFieldRef is not supported.
+* PATH MAPPING CONTRACT (the product's executor relies on it): every env value and every
+  command/arg that equals a container volumeMount's mountPath or starts with ``mountPath + "/"``
+  is rewritten to the materialised location (``subPath``/``subPathExpr`` respected; the longest
+  mountPath wins); an arg ``--flag=VALUE`` is rewritten the same way in its VALUE. An env value
+  or arg equal to the container's terminationMessagePath (default ``/dev/termination-log``) is
+  rewritten to ``<pod dir>/<container>.termination-log``. Paths hard-coded inside programs and
+  workingDir outside a mount are NOT mapped (the cwd is then the pod dir).
+* The termination message is the termination-message file (max 4096 bytes), or with
+  FallbackToLogsOnError, an empty file and a failure, the log tail (80 lines / 2048 bytes).
+
+Volumes are materialised by ``devenv.nodeagent_volumes`` under ``<pod dir>/volumes/<volume>/``.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devenv.nodeagent_kube import ApiError, KubeClient, Obj
+from devenv.nodeagent_kube import KubeClient, Obj
+from devenv.nodeagent_sources import ConfigError, PodSources
+from devenv.nodeagent_volumes import PodVolumes, TokenFile
+
+__all__ = [
+    "DEFAULT_TERMINATION_PATH",
+    "INHERITED_ENV",
+    "ConfigError",
+    "ContainerPlan",
+    "PodSetup",
+    "TokenFile",
+    "expand",
+    "map_arg",
+    "map_path",
+    "read_termination_message",
+]
 
 # Host variables passed to every container process; everything else comes from the pod spec.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 _PYTHON = re.compile(r"python(3(\.\d+)?)?")
-_LABEL_REF = re.compile(r"metadata\.(labels|annotations)\['(.+)'\]")
-
-
-class ConfigError(Exception):
-    """The pod cannot start (yet). ``permanent`` errors fail the pod; others are retried."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 @dataclass
@@ -43,16 +67,6 @@ class ContainerPlan:
     log_path: Path
     termination_path: Path
     termination_policy: str
-
-
-@dataclass
-class TokenFile:
-    base: Path
-    rel: str
-    service_account: str
-    audience: str
-    expiration: int
-    mode: int
 
 
 def expand(value: str, env: Mapping[str, str]) -> str:
@@ -101,20 +115,6 @@ def map_arg(value: str, mounts: list[tuple[str, Path]]) -> str:
     return mapped
 
 
-def _write_file(base: Path, rel: str, data: bytes, mode: int) -> Path:
-    parts = Path(rel).parts
-    if not parts or Path(rel).is_absolute() or ".." in parts:
-        raise ConfigError(f"invalid projected path {rel!r}", permanent=True)
-    dest = base.joinpath(*parts)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, dest)
-    return dest
-
-
 @dataclass
 class PodSetup:
     """Everything the runner needs from the spec; one instance per pod attempt."""
@@ -125,185 +125,32 @@ class PodSetup:
     pod_dir: Path
     shared_dir: Path
     service_env: dict[str, str]
-    volumes: dict[str, Path] = field(default_factory=dict)
-    tokens: list[TokenFile] = field(default_factory=list)
-    _objects: dict[tuple[str, str], Obj | None] = field(default_factory=dict)
+    sources: PodSources = field(init=False)
+    storage: PodVolumes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sources = PodSources(self.kube, self.pod, self.node_name)
+        self.storage = PodVolumes(self.sources, self.pod_dir, self.shared_dir)
 
     @property
-    def ns(self) -> str:
-        return str(self.pod["metadata"]["namespace"])
+    def volumes(self) -> dict[str, Path]:
+        return self.storage.volumes
 
     @property
-    def service_account(self) -> str:
-        return str(self.pod["spec"].get("serviceAccountName") or "default")
-
-    # -- API objects ----------------------------------------------------------------------
-
-    async def _source(self, kind: str, name: str, optional: bool) -> dict[str, bytes] | None:
-        key = (kind, name)
-        if key not in self._objects:
-            self._objects[key] = await self.kube.get_or_none(
-                f"/api/v1/namespaces/{self.ns}/{kind}/{name}"
-            )
-        obj = self._objects[key]
-        if obj is None:
-            if optional:
-                return None
-            raise ConfigError(f"{kind[:-1]} {self.ns}/{name} not found")
-        if kind == "secrets":
-            return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-        data = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
-        data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
-        return data
-
-    async def _key(self, kind: str, ref: Obj) -> str | None:
-        optional = bool(ref.get("optional"))
-        data = await self._source(kind, str(ref.get("name")), optional)
-        key = str(ref["key"])
-        if data is None or key not in data:
-            if optional:
-                return None
-            raise ConfigError(f"couldn't find key {key} in {kind[:-1]} {self.ns}/{ref.get('name')}")
-        return data[key].decode(errors="replace")
-
-    def field_value(self, path: str) -> str:
-        meta = self.pod["metadata"]
-        match = _LABEL_REF.fullmatch(path)
-        if match:
-            return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
-        if path in ("metadata.labels", "metadata.annotations"):
-            items = sorted((meta.get(path.split(".")[1]) or {}).items())
-            return "\n".join(f'{k}="{v}"' for k, v in items)
-        values = {
-            "metadata.name": meta.get("name"),
-            "metadata.namespace": meta.get("namespace"),
-            "metadata.uid": meta.get("uid"),
-            "spec.nodeName": self.node_name,
-            "spec.serviceAccountName": self.service_account,
-            "status.podIP": "127.0.0.1",
-            "status.podIPs": "127.0.0.1",
-            "status.hostIP": "127.0.0.1",
-            "status.hostIPs": "127.0.0.1",
-        }
-        if path not in values:
-            raise ConfigError(f"fieldRef {path!r} is not supported", permanent=True)
-        return str(values[path] or "")
+    def tokens(self) -> list[TokenFile]:
+        return self.storage.tokens
 
     # -- volumes --------------------------------------------------------------------------
 
     async def materialise(self) -> None:
-        root = self.pod_dir / "volumes"
-        shutil.rmtree(root, ignore_errors=True)  # a retried attempt starts clean
-        self.tokens.clear()
-        self._objects.clear()
-        for vol in self.pod["spec"].get("volumes") or []:
-            name = str(vol["name"])
-            dest = root / name
-            dest.mkdir(parents=True, exist_ok=True)
-            self.volumes[name] = dest
-            if "emptyDir" in vol:
-                continue
-            if "hostPath" in vol:
-                self.volumes[name] = Path(vol["hostPath"]["path"])
-            elif "persistentVolumeClaim" in vol:
-                claim = vol["persistentVolumeClaim"]["claimName"]
-                self.volumes[name] = self.shared_dir / "pvcs" / self.ns / claim
-                self.volumes[name].mkdir(parents=True, exist_ok=True)
-            elif "secret" in vol:
-                src = vol["secret"]
-                await self._project(dest, "secrets", src["secretName"], src, src.get("defaultMode"))
-            elif "configMap" in vol:
-                src = vol["configMap"]
-                await self._project(dest, "configmaps", src["name"], src, src.get("defaultMode"))
-            elif "downwardAPI" in vol:
-                src = vol["downwardAPI"]
-                self._downward(dest, src.get("items") or [], src.get("defaultMode") or 0o644)
-            elif "projected" in vol:
-                await self._projected(dest, vol["projected"])
-            else:
-                kinds = sorted(set(vol) - {"name"})
-                raise ConfigError(f"volume {name}: {kinds} not supported", permanent=True)
-
-    async def _project(self, dest: Path, kind: str, name: str, src: Obj, mode: int | None) -> None:
-        default_mode = 0o644 if mode is None else int(mode)
-        optional = bool(src.get("optional"))
-        data = await self._source(kind, name, optional)
-        if data is None:
-            return
-        items = src.get("items")
-        if not items:
-            for key, value in data.items():
-                _write_file(dest, key, value, default_mode)
-            return
-        for item in items:
-            key = str(item["key"])
-            if key not in data:
-                if optional:
-                    continue
-                raise ConfigError(f"couldn't find key {key} in {kind[:-1]} {self.ns}/{name}")
-            _write_file(dest, str(item["path"]), data[key], int(item.get("mode", default_mode)))
-
-    def _downward(self, dest: Path, items: list[Obj], default_mode: int) -> None:
-        for item in items:
-            if "fieldRef" not in item:
-                raise ConfigError("downwardAPI resourceFieldRef is not supported", permanent=True)
-            value = self.field_value(str(item["fieldRef"]["fieldPath"]))
-            mode = int(item.get("mode", default_mode))
-            _write_file(dest, str(item["path"]), value.encode(), mode)
-
-    async def _projected(self, dest: Path, proj: Obj) -> None:
-        mode = int(proj.get("defaultMode") or 0o644)
-        for source in proj.get("sources") or []:
-            if "secret" in source:
-                src = source["secret"]
-                await self._project(dest, "secrets", src["name"], src, mode)
-            elif "configMap" in source:
-                src = source["configMap"]
-                await self._project(dest, "configmaps", src["name"], src, mode)
-            elif "downwardAPI" in source:
-                self._downward(dest, source["downwardAPI"].get("items") or [], mode)
-            elif "serviceAccountToken" in source:
-                src = source["serviceAccountToken"]
-                tok = TokenFile(
-                    dest,
-                    str(src["path"]),
-                    self.service_account,
-                    str(src.get("audience") or ""),
-                    int(src.get("expirationSeconds") or 3600),
-                    mode,
-                )
-                await self.write_token(tok)
-                self.tokens.append(tok)
-            else:
-                kinds = sorted(source)
-                raise ConfigError(f"projected source {kinds} not supported", permanent=True)
+        await self.storage.materialise()
 
     async def write_token(self, tok: TokenFile) -> None:
-        meta = self.pod["metadata"]
-        body = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": [tok.audience] if tok.audience else [],
-                "expirationSeconds": tok.expiration,
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                },
-            },
-        }
-        path = f"/api/v1/namespaces/{self.ns}/serviceaccounts/{tok.service_account}/token"
-        try:
-            resp = await self.kube.request("POST", path, body)
-        except ApiError as exc:
-            raise ConfigError(f"token for serviceaccount {tok.service_account}: {exc}") from exc
-        _write_file(tok.base, tok.rel, str(resp["status"]["token"]).encode(), tok.mode)
+        await self.storage.write_token(tok)
 
     def token_refresh_after(self) -> float | None:
         """Seconds until the first token reaches 80% of its lifetime (as the kubelet)."""
-        return min((0.8 * t.expiration for t in self.tokens), default=None)
+        return self.storage.token_refresh_after()
 
     # -- containers -----------------------------------------------------------------------
 
@@ -313,7 +160,7 @@ class PodSetup:
             prefix = str(src.get("prefix") or "")
             ref = src.get("secretRef") or src.get("configMapRef") or {}
             kind = "secrets" if "secretRef" in src else "configmaps"
-            data = await self._source(kind, str(ref.get("name")), bool(ref.get("optional")))
+            data = await self.sources.data(kind, str(ref.get("name")), bool(ref.get("optional")))
             for key, value in (data or {}).items():
                 env[prefix + key] = value.decode(errors="replace")
         for var in container.get("env") or []:
@@ -324,11 +171,11 @@ class PodSetup:
                 continue
             resolved: str | None
             if "secretKeyRef" in value_from:
-                resolved = await self._key("secrets", value_from["secretKeyRef"])
+                resolved = await self.sources.key("secrets", value_from["secretKeyRef"])
             elif "configMapKeyRef" in value_from:
-                resolved = await self._key("configmaps", value_from["configMapKeyRef"])
+                resolved = await self.sources.key("configmaps", value_from["configMapKeyRef"])
             elif "fieldRef" in value_from:
-                resolved = self.field_value(str(value_from["fieldRef"]["fieldPath"]))
+                resolved = self.sources.field_value(str(value_from["fieldRef"]["fieldPath"]))
             else:
                 kinds = sorted(value_from)
                 raise ConfigError(f"env {name}: {kinds} not supported", permanent=True)
