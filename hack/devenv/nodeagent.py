@@ -96,7 +96,9 @@ import aiohttp
 
 from devenv.nodeagent_kube import ApiError, KubeClient, Obj, load_kubeconfig, sync_get
 from devenv.nodeagent_node import LOCAL_NODE_LABEL, PID_ANNOTATION, LocalNode
-from devenv.nodeagent_runner import TERMINAL, AgentContext, PodRunner, abandon, force_delete
+from devenv.nodeagent_runner import AgentContext, PodRunner, abandon
+from devenv.nodeagent_status import TERMINAL
+from devenv.nodeagent_writes import force_delete
 from devenv.procs import Server
 
 log = logging.getLogger("nodeagent")
