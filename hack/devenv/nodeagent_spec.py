@@ -31,6 +31,7 @@ import contextlib
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,12 +51,25 @@ __all__ = [
     "map_arg",
     "map_path",
     "read_termination_message",
+    "service_env",
 ]
 
 # Host variables passed to every container process; everything else comes from the pod spec.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 _PYTHON = re.compile(r"python(3(\.\d+)?)?")
+
+
+def service_env(server: str) -> dict[str, str]:
+    """The KUBERNETES_SERVICE_* variables that point a pod at the apiserver ``server``."""
+    url = urllib.parse.urlsplit(server)
+    host, port = url.hostname or "127.0.0.1", str(url.port or 443)
+    return {
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+        "KUBERNETES_SERVICE_PORT_HTTPS": port,
+        "KUBERNETES_PORT": f"tcp://{host}:{port}",
+    }
 
 
 @dataclass

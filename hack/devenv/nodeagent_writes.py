@@ -5,10 +5,12 @@ Guarantees:
 
 * Transport errors, 5xx, 409 and 429 are retried with backoff (0.1 s doubling, capped at 5 s);
   other 4xx answers are logged and given up.
-* A pod's final status is retried until the apiserver takes it (it is what the Job controller
-  waits for); intermediate ones are best effort (2 attempts). A 404 means the pod is gone.
+* Status goes to pods/status as a strategic merge patch. A pod's final status is retried
+  until the apiserver takes it (it is what the Job controller waits for); intermediate ones
+  are best effort (2 attempts). A 404 means the pod is gone: its runner is stopped.
 * A deleted pod whose containers are gone is deleted with gracePeriodSeconds=0 (precondition:
-  its uid), as a kubelet would, retried until done; 404/409 mean someone else finished it.
+  its uid), as a kubelet would, retried until done; 404 (gone) and 409 (another pod of that
+  name now) end it.
 """
 
 from __future__ import annotations
