@@ -273,7 +273,7 @@ async def main() -> None:
         try:
             await install_crds(clients)
             await world.install_rbac(clients.api)
-            kubeconfig = await world.controller_kubeconfig(clients.api, cp, work / "sa.kubeconfig")
+            kubeconfig = world.controller_kubeconfig(cp, work / "sa.kubeconfig")
             results = {}
             for name in a.variants.split(","):
                 run = await run_variant(

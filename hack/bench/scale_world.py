@@ -68,16 +68,10 @@ async def install_rbac(api: KubeApi) -> None:
             await api.create(path=_PATHS[doc["kind"]].format(ns=ns), body=doc)
 
 
-async def controller_kubeconfig(api: KubeApi, cp: ControlPlane, path: Path) -> Path:
-    got = await api.create(
-        path=f"/api/v1/namespaces/{RELEASE_NS}/serviceaccounts/{SERVICE_ACCOUNT}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 86400},
-        },
+def controller_kubeconfig(cp: ControlPlane, path: Path) -> Path:
+    return cp.service_account_kubeconfig(
+        namespace=RELEASE_NS, name=SERVICE_ACCOUNT, path=path, expiration_seconds=86400
     )
-    return cp.token_kubeconfig(path=path, token=str(got["status"]["token"]))
 
 
 def daily(window: dt.datetime) -> str:

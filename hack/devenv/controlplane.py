@@ -10,6 +10,8 @@ Guarantees:
   is serving (the ``default`` ServiceAccount exists in ``default``);
 * the apiserver runs with RBAC, a client-cert admin identity (``system:masters``) and a
   service-account issuer with signing keys, so TokenRequest and projected tokens work;
+  ``service_account_kubeconfig()`` writes a kubeconfig that authenticates as a
+  ServiceAccount (a token from a TokenRequest), so RBAC applies to its holder;
 * the controller manager runs the job, ttl-after-finished, garbage-collector, namespace,
   serviceaccount(+token) and root-CA publisher controllers;
 * ``restart_apiserver()`` stops and restarts kube-apiserver on the same port (for watch
@@ -35,7 +37,7 @@ import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from devenv.audit import audit_flags
 from devenv.certs import Pki, make_pki
@@ -273,9 +275,17 @@ class ControlPlane:
 
     def get(self, path: str) -> dict[str, object]:
         """GET an API path as admin (loopback, for readiness probes and tests)."""
-        req = urllib.request.Request(f"{self.server}{path}")
+        return self._admin(path)
+
+    def _admin(self, path: str, *, body: dict[str, object] | None = None) -> dict[str, Any]:
+        """GET ``path`` as admin, or POST ``body`` (JSON) to it; the decoded answer."""
+        req = urllib.request.Request(
+            f"{self.server}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={} if body is None else {"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5, context=self._ssl_context()) as resp:
-            data: dict[str, object] = json.loads(resp.read())
+            data: dict[str, Any] = json.loads(resp.read())
             return data
 
     def _start_kcm(self) -> None:
@@ -328,6 +338,22 @@ class ControlPlane:
     def token_kubeconfig(self, *, path: Path, token: str) -> Path:
         """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
         return self._kubeconfig(path=path, user={"token": token})
+
+    def service_account_kubeconfig(
+        self, *, namespace: str, name: str, path: Path, expiration_seconds: int
+    ) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount ``namespace/name``, with a token
+        the API server issues for it (a TokenRequest made as admin) valid for
+        ``expiration_seconds``: the permissions are exactly those RBAC grants that account."""
+        got = self._admin(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
+        )
+        return self.token_kubeconfig(path=path, token=str(got["status"]["token"]))
 
     def _write_kubeconfig(self) -> None:
         pki = self.pki

@@ -74,16 +74,8 @@ async def trigger_user(
             "subjects": [{"kind": "ServiceAccount", "name": TRIGGER_SA, "namespace": ns}],
         },
     )
-    token = await api.create(
-        path=f"/api/v1/namespaces/{ns}/serviceaccounts/{TRIGGER_SA}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
-    kubeconfig = control_plane.token_kubeconfig(
-        path=tmp_path / "trigger.kubeconfig", token=token["status"]["token"]
+    kubeconfig = control_plane.service_account_kubeconfig(
+        namespace=ns, name=TRIGGER_SA, path=tmp_path / "trigger.kubeconfig", expiration_seconds=3600
     )
     clients = await connect(Settings(kubeconfig=kubeconfig, leader_elect=False))
     try:
