@@ -18,9 +18,7 @@ import json
 import os
 import ssl
 import subprocess
-import sys
 import threading
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -29,14 +27,11 @@ from typing import IO
 
 from aiohttp import web
 from devenv.certs import Pki, make_pki
-from devenv.procs import Server, free_port
 from devenv.storage import (
-    AZURITE_ACCOUNT,
     MOTO_ACCESS_KEY,
     MOTO_REGION,
     MOTO_SECRET_KEY,
     StorageServer,
-    azurite_binary,
     azurite_connection_string,
     create_gcs_bucket,
     start_azurite,
@@ -180,59 +175,27 @@ class Stores:
 
     def start(self) -> None:
         self.stop()
-        starters = {
-            "s3": start_moto,
-            "s3tls": self._start_moto_tls,
-            "gcs": start_fake_gcs,
-            "gcschunks": start_fake_gcs,
-            "azure": start_azurite,
-            "azuretls": self._start_azurite_tls,
-        }
         for t in self.targets:
-            self.servers[t] = starters[t](self.work)
+            self.servers[t] = self._start(t)
 
-    def _pki(self, work: Path) -> Pki:
+    def _start(self, target: str) -> StorageServer:
+        """A new server for ``target``; the TLS targets' certificates come from :meth:`_pki`."""
+        if target in ("gcs", "gcschunks"):
+            return start_fake_gcs(self.work)
+        start = {
+            "s3": start_moto,
+            "s3tls": start_moto,
+            "azure": start_azurite,
+            "azuretls": start_azurite,
+        }[target]
+        return start(self.work, tls=self._pki() if target.endswith("tls") else None)
+
+    def _pki(self) -> Pki:
+        """One test CA for every TLS target of the run (:attr:`ca`)."""
         if self._pki_made is None:
-            self._pki_made = make_pki(work / "pki")
+            self._pki_made = make_pki(self.work / "pki")
             self.ca = self._pki_made.ca_cert
         return self._pki_made
-
-    def _start_azurite_tls(self, work: Path) -> StorageServer:
-        pki = self._pki(work)
-        port = free_port()
-        argv = [str(azurite_binary()), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
-        argv += ["--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"]
-        argv += ["--silent", "--cert", str(pki.serving_cert), "--key", str(pki.serving_key)]
-        srv = Server("azurite-tls", argv, work / "azurite-tls.log").start()
-        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
-
-        def ready() -> bool:
-            try:
-                urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=1, context=ctx)
-            except urllib.error.HTTPError:
-                return True  # any HTTP answer over TLS: Azurite is serving
-            return True
-
-        srv.wait_until(ready, timeout=60, what="HTTPS on the blob port")
-        return StorageServer(srv, f"https://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
-
-    def _start_moto_tls(self, work: Path) -> StorageServer:
-        pki = self._pki(work)
-        port = free_port()
-        env = dict(os.environ)
-        env.update(AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY)
-        argv = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1"]
-        argv += ["-p", str(port), "-c", str(pki.serving_cert), "-k", str(pki.serving_key)]
-        srv = Server("moto-tls", argv, work / "moto-tls.log", env=env).start()
-        endpoint = f"https://127.0.0.1:{port}"
-        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1, context=ctx) as r:
-                return int(r.status) == 200
-
-        srv.wait_until(ready, timeout=30, what="GET /moto-api/ over TLS")
-        return StorageServer(srv, endpoint)
 
     def stop(self) -> None:
         for srv in self.servers.values():
@@ -264,11 +227,7 @@ class Stores:
             create_gcs_bucket(endpoint, bucket)
         else:
             self.servers[target].stop()
-            self.servers[target] = (
-                self._start_azurite_tls(self.work)
-                if target == "azuretls"
-                else start_azurite(self.work)
-            )
+            self.servers[target] = self._start(target)
             from azure.storage.blob import BlobServiceClient
 
             svc = BlobServiceClient.from_connection_string(

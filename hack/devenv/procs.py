@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -125,11 +126,15 @@ class Server:
         self.stop(sig=signal.SIGKILL)
 
 
-def http_ok(url: str, *, timeout: float = 1.0, expect: Sequence[int] = (200,)) -> bool:
-    """True if a GET of ``url`` answers with one of ``expect`` (loopback only)."""
+def http_ok(
+    url: str, *, timeout: float = 1.0, expect: Sequence[int] = (200,), cafile: Path | None = None
+) -> bool:
+    """True if a GET of ``url`` answers with one of ``expect`` (loopback only); an https URL
+    is verified against ``cafile`` when given (the system's CAs otherwise)."""
     assert url.startswith(("http://127.0.0.1", "https://127.0.0.1")), url
+    ctx = None if cafile is None else ssl.create_default_context(cafile=str(cafile))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
             return int(resp.status) in expect
     except urllib.error.HTTPError as exc:
         return exc.code in expect

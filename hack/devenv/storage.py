@@ -2,7 +2,10 @@
 
 Each ``start_*`` function returns a running server bound to 127.0.0.1 on a free port, ready
 (readiness polled with a deadline), and stopped by PID through ``stop()``. A missing binary is
-an error with a clear message, never a skip.
+an error with a clear message, never a skip. ``start_moto`` and ``start_azurite`` take
+``tls=`` a test PKI (``devenv.certs.make_pki``): the server then speaks HTTPS only, with that
+PKI's serving certificate (SAN 127.0.0.1), readiness is checked against its CA, and clients
+verify with ``pki.ca_cert``, the path production takes against AWS and Azure.
 
 Azurite is installed from npm into ``~/.cache/openbao-backup/azurite`` (pinned version, Node 20)
 by ``hack/install-deps.sh``; ``AZURITE_BIN`` overrides the path.
@@ -19,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from devenv.certs import Pki
 from devenv.procs import Server, ServerError, free_port, http_ok
 
 AZURITE_VERSION = "3.35.0"
@@ -58,8 +62,15 @@ def _venv_bin(name: str) -> str:
     return found
 
 
-def start_moto(workdir: Path) -> StorageServer:
+def _tls_argv(tls: Pki | None, cert: str, key: str) -> list[str]:
+    return [] if tls is None else [cert, str(tls.serving_cert), key, str(tls.serving_key)]
+
+
+def start_moto(workdir: Path, *, tls: Pki | None = None) -> StorageServer:
+    """moto (S3) on http://127.0.0.1:PORT, or https:// with ``tls`` (log ``moto-tls.log``)."""
     port = free_port()
+    name, scheme = ("moto", "http") if tls is None else ("moto-tls", "https")
+    ca = None if tls is None else tls.ca_cert
     env = dict(os.environ)
     env.update(
         AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY,
@@ -67,13 +78,17 @@ def start_moto(workdir: Path) -> StorageServer:
         AWS_DEFAULT_REGION=MOTO_REGION,
     )
     srv = Server(
-        "moto",
-        [_venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        workdir / "moto.log",
+        name,
+        [_venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port), *_tls_argv(tls, "-c", "-k")],
+        workdir / f"{name}.log",
         env=env,
     ).start()
-    endpoint = f"http://127.0.0.1:{port}"
-    srv.wait_until(lambda: http_ok(f"{endpoint}/moto-api/"), timeout=30, what="GET /moto-api/")
+    endpoint = f"{scheme}://127.0.0.1:{port}"
+    srv.wait_until(
+        lambda: http_ok(f"{endpoint}/moto-api/", cafile=ca),
+        timeout=30,
+        what=f"GET /moto-api/ over {scheme.upper()}",
+    )
     return StorageServer(srv, endpoint)
 
 
@@ -137,11 +152,14 @@ def azurite_binary() -> Path:
     return path
 
 
-def start_azurite(workdir: Path) -> StorageServer:
+def start_azurite(workdir: Path, *, tls: Pki | None = None) -> StorageServer:
+    """Azurite's blob service on http://127.0.0.1:PORT/ACCOUNT, or https:// with ``tls`` (log
+    ``azurite-tls.log``)."""
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    name, scheme = ("azurite", "http") if tls is None else ("azurite-tls", "https")
+    ca = None if tls is None else tls.ca_cert
     srv = Server(
-        "azurite",
+        name,
         [
             str(azurite_binary()),
             "--blobHost",
@@ -152,16 +170,17 @@ def start_azurite(workdir: Path) -> StorageServer:
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--silent",
+            *_tls_argv(tls, "--cert", "--key"),
         ],
-        workdir / "azurite.log",
+        workdir / f"{name}.log",
     ).start()
     # Any HTTP answer (Azurite returns 400 for a bare GET) means it is serving.
     srv.wait_until(
-        lambda: http_ok(f"http://127.0.0.1:{port}/", expect=range(200, 500)),
+        lambda: http_ok(f"{scheme}://127.0.0.1:{port}/", expect=range(200, 500), cafile=ca),
         timeout=60,
-        what="HTTP on the blob port",
+        what=f"{scheme.upper()} on the blob port",
     )
-    return StorageServer(srv, endpoint)
+    return StorageServer(srv, f"{scheme}://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
 
 
 def azurite_connection_string(endpoint: str) -> str:

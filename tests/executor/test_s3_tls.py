@@ -9,10 +9,6 @@ plain-HTTP branch (signed payload) is what the rest of tests/executor runs.
 from __future__ import annotations
 
 import hashlib
-import os
-import ssl
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +16,7 @@ from typing import Any
 import pytest
 from devenv.certs import make_pki
 from devenv.openbao import OpenBao
-from devenv.procs import Server, free_port
-from devenv.storage import MOTO_ACCESS_KEY, MOTO_REGION, MOTO_SECRET_KEY
+from devenv.storage import MOTO_ACCESS_KEY, MOTO_REGION, MOTO_SECRET_KEY, start_moto
 
 from tests.executor.harness import cluster_env, run_executor, storage_env, token_env
 
@@ -30,24 +25,9 @@ from tests.executor.harness import cluster_env, run_executor, storage_env, token
 def tls_moto(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """moto on https://127.0.0.1:PORT; (endpoint, CA bundle)."""
     pki = make_pki(tmp_path / "pki")
-    port = free_port()
-    moto = Path(sys.executable).parent / "moto_server"
-    assert moto.exists(), f"moto_server missing at {moto} (install requirements/lock.txt)"
-    env = dict(os.environ)
-    env.update(AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY)
-    argv = [str(moto), "-H", "127.0.0.1", "-p", str(port)]
-    argv += ["-c", str(pki.serving_cert), "-k", str(pki.serving_key)]
-    srv = Server("moto-tls", argv, tmp_path / "moto-tls.log", env=env).start()
-    endpoint = f"https://127.0.0.1:{port}"
-    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
-
-    def ready() -> bool:
-        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1, context=ctx) as resp:
-            return int(resp.status) == 200
-
+    srv = start_moto(tmp_path, tls=pki)
     try:
-        srv.wait_until(ready, timeout=30, what="GET /moto-api/ over TLS")
-        yield endpoint, pki.ca_cert
+        yield srv.endpoint, pki.ca_cert
     finally:
         srv.stop()
 
