@@ -44,7 +44,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -84,6 +84,30 @@ class Hasher:
         self._update(self._batch)
 
 
+class Snapshot:
+    """The snapshot GET from ``url``: :meth:`chunks` yields it as it arrives, each chunk fed to
+    ``hasher`` first; the first one's arrival is noted (:attr:`first_byte`, the measurement's
+    start, ``time.monotonic()``) and announced as "first byte" on stderr."""
+
+    def __init__(self, *, http: aiohttp.ClientSession, url: str, hasher: Hasher) -> None:
+        self._http, self._url, self._hasher = http, url, hasher
+        self._t0: float | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async with self._http.get(self._url) as resp:
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                if self._t0 is None:
+                    self._t0 = time.monotonic()
+                    print("first byte", file=sys.stderr, flush=True)
+                await self._hasher.feed(chunk)
+                yield chunk
+
+    @property
+    def first_byte(self) -> float:
+        assert self._t0 is not None, "the snapshot stream has not started"
+        return self._t0
+
+
 async def _parts(
     *,
     http: aiohttp.ClientSession,
@@ -107,24 +131,18 @@ async def _parts(
         await sem.acquire()
         tasks.append(asyncio.create_task(run(len(tasks) + 1, data)))
 
-    t0: float | None = None
+    snapshot = Snapshot(http=http, url=url, hasher=hasher)
     buf = bytearray()
-    async with http.get(url) as resp:
-        async for chunk in resp.content.iter_chunked(1 << 20):
-            if t0 is None:
-                t0 = time.monotonic()
-                print("first byte", file=sys.stderr, flush=True)
-            await hasher.feed(chunk)
-            buf += chunk
-            while len(buf) >= part_size:
-                part = bytes(buf[:part_size])
-                del buf[:part_size]
-                await submit(part)
+    async for chunk in snapshot.chunks():
+        buf += chunk
+        while len(buf) >= part_size:
+            part = bytes(buf[:part_size])
+            del buf[:part_size]
+            await submit(part)
     if buf or not tasks:
         await submit(bytes(buf))
     await hasher.finish()
-    assert t0 is not None
-    return t0, list(await asyncio.gather(*tasks))
+    return snapshot.first_byte, list(await asyncio.gather(*tasks))
 
 
 async def s3(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
@@ -200,18 +218,12 @@ async def azure(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
 async def gcs(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
     from gcloud.aio.storage import Storage
 
-    t0: float | None = None
+    snapshot = Snapshot(http=http, url=a["url"], hasher=a["hasher"])
     stream = io.BytesIO()
-    async with http.get(a["url"]) as resp:
-        async for chunk in resp.content.iter_chunked(1 << 20):
-            if t0 is None:
-                t0 = time.monotonic()
-                print("first byte", file=sys.stderr, flush=True)
-            await a["hasher"].feed(chunk)
-            stream.write(chunk)
+    async for chunk in snapshot.chunks():
+        stream.write(chunk)
     await a["hasher"].finish()
     stream.seek(0)
-    assert t0 is not None
     async with Storage(api_root=a["endpoint"]) as storage:
         await storage.upload(
             a["bucket"],
@@ -221,7 +233,7 @@ async def gcs(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             force_resumable_upload=True,
             timeout=3600,
         )
-    return t0
+    return snapshot.first_byte
 
 
 async def gcs_chunks(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
@@ -242,29 +254,23 @@ async def gcs_chunks(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             if r.status not in (200, 201, 308):
                 raise SystemExit(f"chunk at {start}: HTTP {r.status} {await r.text()}")
 
-    t0: float | None = None
+    snapshot = Snapshot(http=http, url=a["url"], hasher=a["hasher"])
     buf = bytearray()
     pending: asyncio.Task[None] | None = None
-    async with http.get(a["url"]) as resp:
-        async for chunk in resp.content.iter_chunked(1 << 20):
-            if t0 is None:
-                t0 = time.monotonic()
-                print("first byte", file=sys.stderr, flush=True)
-            await a["hasher"].feed(chunk)
-            buf += chunk
-            while len(buf) > size:  # the final chunk carries the total: keep it back
-                if pending is not None:
-                    await pending
-                part = bytes(buf[:size])
-                del buf[:size]
-                pending = asyncio.create_task(put(part, sent, None))
-                sent += len(part)
+    async for chunk in snapshot.chunks():
+        buf += chunk
+        while len(buf) > size:  # the final chunk carries the total: keep it back
+            if pending is not None:
+                await pending
+            part = bytes(buf[:size])
+            del buf[:size]
+            pending = asyncio.create_task(put(part, sent, None))
+            sent += len(part)
     if pending is not None:
         await pending
     await a["hasher"].finish()
     await put(bytes(buf), sent, sent + len(buf))
-    assert t0 is not None
-    return t0
+    return snapshot.first_byte
 
 
 async def main(argv: list[str]) -> None:
