@@ -95,7 +95,7 @@ async def _run(*, config: Config, progress: Progress) -> ExecutorError | None:
         if timeout_cm.expired():
             return _phase_error(
                 progress,
-                f"deadline OBB_TIMEOUT={contract._num(config.timeout)}"
+                f"deadline OBB_TIMEOUT={contract.env_number(config.timeout)}"
                 f"s exceeded while {progress.phase}",
             )
         return _internal(sys.exc_info()[1])

@@ -54,9 +54,7 @@ from executor.contract.config import (
     S3Credentials,
     StorageSettings,
     VerifySettings,
-)
-from executor.contract.config import (
-    _num as _num,  # executor.__main__ formats the deadline with it
+    env_number,
 )
 from executor.contract.drill_script import (
     DRILL_SERVER_SCRIPT,
@@ -257,6 +255,7 @@ __all__ = [
     "StorageSettings",
     "VerifySettings",
     "cluster_prefix",
+    "env_number",
     "load_config",
     "manifest_key",
     "normalize_prefix",

@@ -8,7 +8,7 @@ Guarantees:
 * :meth:`Config.to_env` is the inverse of :func:`~executor.contract.load_config` for our
   ``OBB_`` variables (the Job builder uses it); secrets are never in its output: they reach
   the pod through the standard provider variables (``valueFrom.secretKeyRef``) or files;
-* :func:`_num` writes a number the way the parsers read it back (``10``, ``0.5``).
+* :func:`env_number` writes a number the way the parsers read it back (``10``, ``0.5``).
 """
 
 from __future__ import annotations
@@ -205,8 +205,8 @@ class Config:
         env: dict[str, str] = {
             TERMINATION_MESSAGE_PATH.name: str(self.termination_message_path),
             LOG_LEVEL.name: self.log_level,
-            TIMEOUT.name: _num(self.timeout),
-            CONNECT_TIMEOUT.name: _num(self.storage.connect_timeout),
+            TIMEOUT.name: env_number(self.timeout),
+            CONNECT_TIMEOUT.name: env_number(self.storage.connect_timeout),
             CLUSTER_NAMESPACE.name: self.cluster.namespace,
             CLUSTER_NAME.name: self.cluster.name,
         }
@@ -218,7 +218,7 @@ class Config:
                 PROVIDER.name: s.provider,
                 BUCKET.name: s.bucket,
                 PATH_PREFIX.name: s.path_prefix,
-                STORAGE_READ_TIMEOUT.name: _num(s.read_timeout),
+                STORAGE_READ_TIMEOUT.name: env_number(s.read_timeout),
                 STORAGE_RETRIES.name: str(s.retries),
             }
         )
@@ -245,7 +245,7 @@ class Config:
                     (DRILL_ADDR if self.mode == "drill" else OPENBAO_ADDR).name: o.addr,
                     AUTH_METHOD.name: o.auth.method,
                     AUTH_MOUNT.name: o.auth.mount,
-                    OPENBAO_READ_TIMEOUT.name: _num(o.read_timeout),
+                    OPENBAO_READ_TIMEOUT.name: env_number(o.read_timeout),
                 }
             )
             if o.cacert is not None:
@@ -266,13 +266,13 @@ class Config:
         if self.restore is not None:
             env[RESTORE_KEY.name] = self.restore.key
             env[RESTORE_FORCE.name] = _bool(self.restore.force)
-            env[RESTORE_APPLY_TIMEOUT.name] = _num(self.restore.apply_timeout)
+            env[RESTORE_APPLY_TIMEOUT.name] = env_number(self.restore.apply_timeout)
         if self.verify is not None:
             env[VERIFY_KEY.name] = self.verify.key
         if self.drill is not None:
             env[DRILL_KEY.name] = self.drill.key
             env[DRILL_DONE_FILE.name] = str(self.drill.done_file)
-            env[DRILL_START_TIMEOUT.name] = _num(self.drill.start_timeout)
+            env[DRILL_START_TIMEOUT.name] = env_number(self.drill.start_timeout)
             env[DRILL_AUTO_UNSEAL.name] = _bool(self.drill.auto_unseal)
             if self.drill.unseal_keys_file is not None:
                 env[UNSEAL_KEYS_FILE.name] = str(self.drill.unseal_keys_file)
@@ -281,7 +281,8 @@ class Config:
         return env
 
 
-def _num(x: float) -> str:
+def env_number(x: float) -> str:
+    """A number as an environment value: ``30`` for 30.0, ``2.5`` otherwise."""
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from executor import secrets
-from executor.contract.config import _num
+from executor.contract.config import env_number
 from executor.contract.envvar import MAX_KEY_LENGTH, EnvVar, GiB, KiB, MiB
 from executor.contract.table import BY_NAME
 
@@ -84,7 +84,8 @@ class Reader:
             self.problem(var, f"must be a number of seconds (got {value!r})")
             return float(var.default)
         if not (lo <= number <= hi):
-            self.problem(var, f"must be between {_num(lo)} and {_num(hi)} (got {value})")
+            span = f"{env_number(lo)} and {env_number(hi)}"
+            self.problem(var, f"must be between {span} (got {value})")
         return number
 
     def integer(self, var: EnvVar, *, lo: int, hi: int) -> int:
