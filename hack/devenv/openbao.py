@@ -211,6 +211,36 @@ class OpenBao:
         )
 
 
+def server_env() -> dict[str, str]:
+    """This process's environment without ``VAULT_*``/``BAO_*`` (a caller's address or token
+    must never reach a test server or ``bao`` CLI call)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+
+
+def server_config(
+    *, data: Path, node_id: str, port: int, cluster_port: int, raft: str = "", extra: str = ""
+) -> str:
+    """The HCL of one loopback Raft node: no TLS, no mlock, warnings only. ``raft`` goes inside
+    the storage stanza (``retry_join`` blocks), ``extra`` after the rest (a seal stanza)."""
+    return f"""
+storage "raft" {{
+  path = "{data}"
+  node_id = "{node_id}"
+  performance_multiplier = 1
+{raft}}}
+listener "tcp" {{
+  address = "127.0.0.1:{port}"
+  cluster_address = "127.0.0.1:{cluster_port}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{port}"
+cluster_addr = "http://127.0.0.1:{cluster_port}"
+disable_mlock = true
+ui = false
+log_level = "warn"
+""" + (f"{extra}\n" if extra else "")
+
+
 def start_openbao(workdir: Path, *, name: str = "openbao", kv: bool = True) -> OpenBao:
     """Start, initialise and unseal a single-node Raft OpenBao in ``workdir/name``."""
     port, cluster_port = free_port(), free_port()
@@ -219,26 +249,8 @@ def start_openbao(workdir: Path, *, name: str = "openbao", kv: bool = True) -> O
     data.mkdir(parents=True, exist_ok=True)
     addr = f"http://127.0.0.1:{port}"
     config = home / "config.hcl"
-    config.write_text(
-        f"""
-storage "raft" {{
-  path = "{data}"
-  node_id = "{name}"
-  performance_multiplier = 1
-}}
-listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  cluster_address = "127.0.0.1:{cluster_port}"
-  tls_disable = true
-}}
-api_addr = "{addr}"
-cluster_addr = "http://127.0.0.1:{cluster_port}"
-disable_mlock = true
-ui = false
-log_level = "warn"
-"""
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    config.write_text(server_config(data=data, node_id=name, port=port, cluster_port=cluster_port))
+    env = server_env()
     srv = Server(
         name, [str(bao_binary()), "server", f"-config={config}"], home / "bao.log", env=env
     )

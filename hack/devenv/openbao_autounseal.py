@@ -20,10 +20,9 @@ Test infrastructure, not product code.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from devenv.openbao import OpenBao, bao_binary, start_openbao
+from devenv.openbao import OpenBao, bao_binary, server_config, server_env, start_openbao
 from devenv.procs import Server, free_port
 
 
@@ -70,27 +69,10 @@ def start_openbao_autounseal(
     addr = f"http://127.0.0.1:{port}"
     config = home / "config.hcl"
     config.write_text(
-        f"""
-storage "raft" {{
-  path = "{data}"
-  node_id = "{name}"
-  performance_multiplier = 1
-}}
-listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  cluster_address = "127.0.0.1:{cluster_port}"
-  tls_disable = true
-}}
-api_addr = "{addr}"
-cluster_addr = "http://127.0.0.1:{cluster_port}"
-disable_mlock = true
-ui = false
-log_level = "warn"
-{seal}
-"""
+        server_config(data=data, node_id=name, port=port, cluster_port=cluster_port, extra=seal)
     )
     config.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    env = server_env()
     srv = Server(
         name, [str(bao_binary()), "server", f"-config={config}"], home / "bao.log", env=env
     )

@@ -23,12 +23,11 @@ Test infrastructure, not product code.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devenv.openbao import OpenBao, bao_binary
+from devenv.openbao import OpenBao, bao_binary, server_config, server_env
 from devenv.procs import Server, ServerError, free_port
 
 
@@ -66,7 +65,7 @@ class OpenBaoCluster:
         """``bao operator step-down`` against ``node`` (the CLI, as an operator would)."""
         import subprocess
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env = server_env()
         env.update({"BAO_ADDR": node.addr, "BAO_TOKEN": self.root_token})
         out = subprocess.run(
             [str(bao_binary()), "operator", "step-down"],
@@ -103,7 +102,7 @@ def start_openbao_cluster(
     Node i is ``{name}-{i}`` in ``workdir/{name}-{i}``; stop them all with
     :meth:`OpenBaoCluster.stop` (by PID)."""
     ports = [(free_port(), free_port()) for _ in range(size)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    env = server_env()
     nodes: list[OpenBao] = []
     cluster = OpenBaoCluster(nodes=nodes)
     try:
@@ -120,23 +119,9 @@ def start_openbao_cluster(
             )
             config = home / "config.hcl"
             config.write_text(
-                f"""
-storage "raft" {{
-  path = "{data}"
-  node_id = "{node_id}"
-  performance_multiplier = 1
-{joins}}}
-listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  cluster_address = "127.0.0.1:{cluster_port}"
-  tls_disable = true
-}}
-api_addr = "{addr}"
-cluster_addr = "http://127.0.0.1:{cluster_port}"
-disable_mlock = true
-ui = false
-log_level = "warn"
-"""
+                server_config(
+                    data=data, node_id=node_id, port=port, cluster_port=cluster_port, raft=joins
+                )
             )
             srv = Server(
                 node_id,
