@@ -35,22 +35,17 @@ def jwt_auth(openbao: OpenBao, control_plane: ControlPlane) -> str:
 
 
 @pytest.fixture(scope="session")
-async def controller_kubeconfig(
-    control_plane: ControlPlane, kube_client: k8s.ApiClient, session_dir: Path, crds: list[str]
-) -> Path:
+def controller_kubeconfig(control_plane: ControlPlane, session_dir: Path, crds: list[str]) -> Path:
     """A kubeconfig for the controller's own ServiceAccount, bound to the shipped ClusterRole
     (the chart's RBAC as rendered into manifests/install.yaml): the e2e tests prove that role
     suffices, without Secrets."""
     proc = control_plane.run_kubectl("apply", "-f", "-", stdin=rbac_manifest())
     assert proc.returncode == 0, f"applying the shipped RBAC: {proc.stderr}"
-    core = k8s.CoreV1Api(kube_client)
-    token = await core.create_namespaced_service_account_token(
-        CONTROLLER,
-        SYSTEM_NAMESPACE,
-        k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(expiration_seconds=24 * 3600)),
-    )
-    return control_plane.token_kubeconfig(
-        path=session_dir / "controller.kubeconfig", token=token.status.token
+    return control_plane.service_account_kubeconfig(
+        namespace=SYSTEM_NAMESPACE,
+        name=CONTROLLER,
+        path=session_dir / "controller.kubeconfig",
+        expiration_seconds=24 * 3600,
     )
 
 
