@@ -56,7 +56,7 @@ from devenv.controlplane import (
     binaries_dir,
 )
 from devenv.procs import Server, ServerError, free_port
-from devenv.realnode_containerd import Containerd
+from devenv.realnode_containerd import Containerd, StoreDamaged
 from devenv.realnode_images import LocalImage, cache_root, pause_image
 from devenv.realnode_journal import RUN_DIR, HostLock, Journal
 from devenv.realnode_kube import CGROUP_ROOT, node_ready, start_kube_proxy, start_kubelet
@@ -215,7 +215,7 @@ class RealNode:
         self.containerd.start_clean()
         self.timings["containerd"] = time.monotonic() - t0
         t0 = time.monotonic()
-        self.containerd.import_image(self.pause.archive, self.pause.ref)
+        self._import(self.pause.archive, self.pause.ref)
         self.timings["pause_import"] = time.monotonic() - t0
 
         t0 = time.monotonic()
@@ -293,9 +293,21 @@ class RealNode:
         if self.containerd is None:
             raise ServerError("import_image() needs a started node")
         t0 = time.monotonic()
-        imported = self.containerd.import_image(archive, ref)
+        imported = self._import(archive, ref)
         self.timings[f"import {ref}"] = time.monotonic() - t0
         return imported
+
+    def _import(self, archive: Path, ref: str) -> bool:
+        """Import; on a damaged store (:class:`StoreDamaged`) wipe it once, re-import the
+        sandbox image and try again (the store is a cache)."""
+        assert self.containerd is not None
+        try:
+            return self.containerd.import_image(archive, ref)
+        except StoreDamaged as exc:
+            _log(f"wiping the damaged image store and importing again: {exc}")
+            self.containerd.wipe_store()
+            self.containerd.import_image(self.pause.archive, self.pause.ref)
+            return self.containerd.import_image(archive, ref)
 
     def expose(self, port: int) -> tuple[str, int]:
         """Forward ``<gateway>:<port>`` to ``127.0.0.1:<port>``; the address pods use."""

@@ -15,7 +15,12 @@ Guarantees:
   plugin's ``sha256:`` alias of a replaced build) is removed, so the cache does not grow with
   every rebuild;
 * ``purge_containers()`` removes every container (and task) in ``k8s.io``: at stop, and at start
-  for the records a crashed run left in the persistent metadata.
+  for the records a crashed run left in the persistent metadata;
+* a damaged store is told apart from other import failures: when containerd's metadata names
+  a snapshot its snapshotter no longer has (a containerd killed mid-GC or mid-unpack can leave
+  this, and every later import of an image sharing that layer then fails),
+  ``import_image`` raises :class:`StoreDamaged`; ``wipe_store()`` stops containerd, deletes
+  the persistent root (it is a cache) and starts clean (the caller re-imports what it needs).
 
 Test/dev infrastructure, not product code.
 """
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -113,6 +120,19 @@ def config_toml(
     )
 
 
+#: containerd's words when its metadata and its snapshotter disagree about a layer.
+_DAMAGE = re.compile(r"snapshot \S+ does not exist")
+
+
+class StoreDamaged(ServerError):
+    """The persistent image store is inconsistent (see module); wipe it and import again."""
+
+
+def store_damaged(message: str) -> bool:
+    """Whether a ``ctr`` error says the store's metadata and snapshots disagree."""
+    return _DAMAGE.search(message) is not None
+
+
 @dataclass
 class Containerd:
     root: Path  # persistent (cache)
@@ -173,6 +193,12 @@ class Containerd:
         if self.server is not None:
             self.server.stop(timeout=15)
 
+    def wipe_store(self) -> None:
+        """Stop, delete the persistent root (content, snapshots, metadata), start clean."""
+        self.stop()
+        shutil.rmtree(self.root)
+        self.start_clean()
+
     def ctr(self, *args: str, timeout: float = 300) -> str:
         argv = ["ctr", "--address", self.address, "--namespace", NAMESPACE, *args]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
@@ -196,7 +222,12 @@ class Containerd:
         want = normalize_ref(ref)
         if (self.image_labels(want) or {}).get(CONFIG_LABEL) == digest:
             return False
-        self.ctr("images", "import", str(archive), timeout=600)
+        try:
+            self.ctr("images", "import", str(archive), timeout=600)
+        except ServerError as exc:
+            if store_damaged(str(exc)):
+                raise StoreDamaged(str(exc)) from None
+            raise
         names = [normalize_ref(t) for t in tags]
         if want not in names:
             if not names:
