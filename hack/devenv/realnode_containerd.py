@@ -16,11 +16,11 @@ Guarantees:
   every rebuild;
 * ``purge_containers()`` removes every container (and task) in ``k8s.io``: at stop, and at start
   for the records a crashed run left in the persistent metadata;
-* a damaged store is told apart from other import failures: when containerd's metadata names
-  a snapshot its snapshotter no longer has (a containerd killed mid-GC or mid-unpack can leave
-  this, and every later import of an image sharing that layer then fails),
-  ``import_image`` raises :class:`StoreDamaged`; ``wipe_store()`` stops containerd, deletes
-  the persistent root (it is a cache) and starts clean (the caller re-imports what it needs).
+* ``wipe_store()`` stops containerd, deletes the persistent root (it is a cache) and starts
+  clean; the caller re-imports what it needs. The real node does so when an import fails
+  (:func:`store_damaged` names the damage seen on this machine: containerd's metadata naming a
+  snapshot its snapshotter no longer has, after which every import of an image sharing that
+  layer failed).
 
 Test/dev infrastructure, not product code.
 """
@@ -124,10 +124,6 @@ def config_toml(
 _DAMAGE = re.compile(r"snapshot \S+ does not exist")
 
 
-class StoreDamaged(ServerError):
-    """The persistent image store is inconsistent (see module); wipe it and import again."""
-
-
 def store_damaged(message: str) -> bool:
     """Whether a ``ctr`` error says the store's metadata and snapshots disagree."""
     return _DAMAGE.search(message) is not None
@@ -222,12 +218,7 @@ class Containerd:
         want = normalize_ref(ref)
         if (self.image_labels(want) or {}).get(CONFIG_LABEL) == digest:
             return False
-        try:
-            self.ctr("images", "import", str(archive), timeout=600)
-        except ServerError as exc:
-            if store_damaged(str(exc)):
-                raise StoreDamaged(str(exc)) from None
-            raise
+        self.ctr("images", "import", str(archive), timeout=600)
         names = [normalize_ref(t) for t in tags]
         if want not in names:
             if not names:
