@@ -3,7 +3,7 @@
 Guarantees (each stated in full by the module that keeps it):
 
 * TLS is always verified; there is no switch to turn verification off
-  (:mod:`executor.openbao.transport`);
+  (:mod:`executor.tls`);
 * authentication is a login with the projected ServiceAccount token, whose token is revoked
   on exit, or a static token file, never revoked; every token is registered as a secret as
   soon as it is read (:mod:`executor.openbao.auth`);
@@ -23,6 +23,5 @@ from executor.openbao.client import OpenBao
 from executor.openbao.leader import Leader
 from executor.openbao.restore_upload import FORCE_PATH
 from executor.openbao.snapshot_stream import SNAPSHOT_PATH, SnapshotStream
-from executor.openbao.transport import ssl_context
 
-__all__ = ["FORCE_PATH", "SNAPSHOT_PATH", "Leader", "OpenBao", "SnapshotStream", "ssl_context"]
+__all__ = ["FORCE_PATH", "SNAPSHOT_PATH", "Leader", "OpenBao", "SnapshotStream"]

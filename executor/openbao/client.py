@@ -30,7 +30,8 @@ from executor.errors import ExecutorError, LeaderError
 from executor.openbao.auth import TokenAuth
 from executor.openbao.restore_upload import RestoreTarget
 from executor.openbao.snapshot_stream import SnapshotSource
-from executor.openbao.transport import errors_text, ssl_context
+from executor.openbao.transport import errors_text
+from executor.tls import ssl_context
 
 #: Silence allowed on an API answer (not the snapshot body): long enough for a busy node to
 #: answer sys/leader or a login, short enough that a hung node fails the call in half a minute.

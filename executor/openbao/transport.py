@@ -2,7 +2,7 @@
 
 Guarantees:
 
-* TLS is always verified (system trust store, or ``OBB_OPENBAO_CACERT``, :func:`ssl_context`);
+* TLS is always verified (system trust store, or ``OBB_OPENBAO_CACERT``, :mod:`executor.tls`);
   there is no switch to turn verification off. Plain ``http://`` is used only when the
   configured address says so;
 * a JSON call (:meth:`Transport._json`) never follows a redirect, sends the token only when
@@ -17,24 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from typing import Any
 
 import aiohttp
 
 from executor.contract import OpenBaoSettings
-from executor.errors import ConfigurationError, ExecutorError, LeaderError
+from executor.errors import ExecutorError, LeaderError
 
 #: Every failure of the HTTP client that is translated into an executor error.
 FOREIGN = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-
-def ssl_context(cafile: str | None) -> ssl.SSLContext:
-    """A verifying client context (system store, or only ``cafile`` when given)."""
-    try:
-        return ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(f"cannot load CA bundle {cafile}: {exc}") from None
 
 
 def errors_text(payload: bytes) -> str:

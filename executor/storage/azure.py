@@ -42,10 +42,10 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, Exponenti
 from executor.contract import AzureCredentials, StorageSettings
 from executor.errors import ConfigurationError, ObjectNotFound, StorageError
 from executor.log import get_logger
-from executor.openbao import ssl_context
 from executor.storage.azure_blocks import AzureUpload, meta_name
 from executor.storage.azure_errors import translated
 from executor.storage.base import CleanupResult, ObjectInfo, check_cleanup_prefix, is_abandoned
+from executor.tls import ssl_context
 
 log = get_logger("executor.storage.azure")
 

@@ -43,10 +43,10 @@ import aiohttp
 from executor.contract import GcsCredentials, StorageSettings
 from executor.errors import StorageError
 from executor.log import get_logger
-from executor.openbao import ssl_context
 from executor.storage.base import CleanupResult, ObjectInfo
 from executor.storage.gcs_http import DEFAULT_ROOT, FOREIGN, Answer, GcsClient, describe
 from executor.storage.gcs_resumable import GcsUpload, cancel_session
+from executor.tls import ssl_context
 
 log = get_logger("executor.storage.gcs")
 

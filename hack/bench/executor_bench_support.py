@@ -159,6 +159,16 @@ async def run_child(argv: list[str], env: dict[str, str], *, mark: bytes | None 
     return await asyncio.to_thread(wait)
 
 
+#: Bench targets served over HTTPS with the run's test CA (:attr:`Stores.ca`).
+TLS_TARGETS = ("s3tls", "azuretls")
+
+
+def provider(target: str) -> str:
+    """The executor's provider for a bench target (``s3tls``/``azuretls``: over HTTPS;
+    ``gcschunks``: GCS against a raw client that sends the executor's chunks)."""
+    return {"s3tls": "s3", "gcschunks": "gcs", "azuretls": "azure"}.get(target, target)
+
+
 class Stores:
     """One running emulator per target; ``fresh`` gives an empty bucket for the next upload.
 
@@ -180,15 +190,11 @@ class Stores:
 
     def _start(self, target: str) -> StorageServer:
         """A new server for ``target``; the TLS targets' certificates come from :meth:`_pki`."""
-        if target in ("gcs", "gcschunks"):
+        kind = provider(target)
+        if kind == "gcs":
             return start_fake_gcs(self.work)
-        start = {
-            "s3": start_moto,
-            "s3tls": start_moto,
-            "azure": start_azurite,
-            "azuretls": start_azurite,
-        }[target]
-        return start(self.work, tls=self._pki() if target.endswith("tls") else None)
+        start = start_moto if kind == "s3" else start_azurite
+        return start(self.work, tls=self._pki() if target in TLS_TARGETS else None)
 
     def _pki(self) -> Pki:
         """One test CA for every TLS target of the run (:attr:`ca`)."""
@@ -207,8 +213,8 @@ class Stores:
 
     def fresh(self, target: str, bucket: str) -> None:
         endpoint = self.endpoint(target)
-        if target in ("s3", "s3tls"):
-            ca = str(self.ca) if target == "s3tls" and self.ca else None
+        if provider(target) == "s3":
+            ca = str(self.ca) if target in TLS_TARGETS and self.ca else None
             ctx = ssl.create_default_context(cafile=ca) if ca else None
             req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
             urllib.request.urlopen(req, timeout=60, context=ctx).close()
@@ -222,7 +228,7 @@ class Stores:
                 aws_secret_access_key=MOTO_SECRET_KEY,
                 verify=ca,
             ).create_bucket(Bucket=bucket)
-        elif target in ("gcs", "gcschunks"):
+        elif provider(target) == "gcs":
             self._empty_gcs(endpoint)
             create_gcs_bucket(endpoint, bucket)
         else:
@@ -232,7 +238,7 @@ class Stores:
 
             svc = BlobServiceClient.from_connection_string(
                 azurite_connection_string(self.endpoint(target)),
-                connection_verify=str(self.ca) if target == "azuretls" else True,
+                connection_verify=str(self.ca) if target in TLS_TARGETS else True,
             )
             svc.create_container(bucket)
 

@@ -88,8 +88,9 @@ class Hasher:
 
 class Snapshot:
     """The snapshot GET from ``url``: :meth:`chunks` yields it as it arrives, each chunk fed to
-    ``hasher`` first; the first one's arrival is noted (:attr:`first_byte`, the measurement's
-    start, ``time.monotonic()``) and announced as "first byte" on stderr."""
+    ``hasher`` first, and waits for the hasher at the end; the first chunk's arrival is noted
+    (:attr:`first_byte`, the measurement's start, ``time.monotonic()``) and announced as
+    "first byte" on stderr."""
 
     def __init__(self, *, http: aiohttp.ClientSession, url: str, hasher: Hasher) -> None:
         self._http, self._url, self._hasher = http, url, hasher
@@ -103,6 +104,7 @@ class Snapshot:
                     print("first byte", file=sys.stderr, flush=True)
                 await self._hasher.feed(chunk)
                 yield chunk
+        await self._hasher.finish()
 
     @property
     def first_byte(self) -> float:
@@ -112,12 +114,10 @@ class Snapshot:
 
 async def _parts(
     *,
-    http: aiohttp.ClientSession,
-    url: str,
+    snapshot: Snapshot,
     part_size: int,
     concurrency: int,
     put: Callable[[int, bytes], Awaitable[Any]],
-    hasher: Hasher,
 ) -> tuple[float, list[Any]]:
     """Cut the stream into parts and ``put`` them, ``concurrency`` at a time."""
     sem = asyncio.Semaphore(concurrency)
@@ -133,7 +133,6 @@ async def _parts(
         await sem.acquire()
         tasks.append(asyncio.create_task(run(len(tasks) + 1, data)))
 
-    snapshot = Snapshot(http=http, url=url, hasher=hasher)
     buf = bytearray()
     async for chunk in snapshot.chunks():
         buf += chunk
@@ -143,7 +142,6 @@ async def _parts(
             await submit(part)
     if buf or not tasks:
         await submit(bytes(buf))
-    await hasher.finish()
     return snapshot.first_byte, list(await asyncio.gather(*tasks))
 
 
@@ -178,12 +176,10 @@ async def s3(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             return {"PartNumber": n, "ETag": r["ETag"]}
 
         t0, parts = await _parts(
-            http=http,
-            url=a["url"],
+            snapshot=a["snapshot"],
             part_size=a["part_size"],
             concurrency=a["concurrency"],
             put=put,
-            hasher=a["hasher"],
         )
         await client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -204,7 +200,15 @@ async def azure(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
         connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca))
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         kw["transport"] = AioHttpTransport(session=session, session_owner=False)
-    async with BlobServiceClient.from_connection_string(a["endpoint"], **kw) as svc:
+    try:
+        return await _azure_blocks(BlobServiceClient.from_connection_string(a["endpoint"], **kw), a)
+    finally:
+        if session is not None:
+            await session.close()
+
+
+async def _azure_blocks(service: Any, a: dict[str, Any]) -> float:
+    async with service as svc:
         blob = svc.get_blob_client(a["bucket"], a["key"])
 
         async def put(n: int, data: bytes) -> str:
@@ -213,27 +217,22 @@ async def azure(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             return block_id
 
         t0, ids = await _parts(
-            http=http,
-            url=a["url"],
+            snapshot=a["snapshot"],
             part_size=a["part_size"],
             concurrency=a["concurrency"],
             put=put,
-            hasher=a["hasher"],
         )
         await blob.commit_block_list(ids)
-    if session is not None:
-        await session.close()
     return t0
 
 
 async def gcs(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
     from gcloud.aio.storage import Storage
 
-    snapshot = Snapshot(http=http, url=a["url"], hasher=a["hasher"])
+    snapshot: Snapshot = a["snapshot"]
     stream = io.BytesIO()
     async for chunk in snapshot.chunks():
         stream.write(chunk)
-    await a["hasher"].finish()
     stream.seek(0)
     async with Storage(api_root=a["endpoint"]) as storage:
         await storage.upload(
@@ -265,7 +264,7 @@ async def gcs_chunks(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             if r.status not in (200, 201, 308):
                 raise SystemExit(f"chunk at {start}: HTTP {r.status} {await r.text()}")
 
-    snapshot = Snapshot(http=http, url=a["url"], hasher=a["hasher"])
+    snapshot: Snapshot = a["snapshot"]
     buf = bytearray()
     pending: asyncio.Task[None] | None = None
     async for chunk in snapshot.chunks():
@@ -279,7 +278,6 @@ async def gcs_chunks(http: aiohttp.ClientSession, a: dict[str, Any]) -> float:
             sent += len(part)
     if pending is not None:
         await pending
-    await a["hasher"].finish()
     await put(bytes(buf), sent, sent + len(buf))
     return snapshot.first_byte
 
@@ -295,7 +293,6 @@ async def main(argv: list[str]) -> None:
         "key": key,
         "part_size": int(part_size),
         "concurrency": int(concurrency),
-        "hasher": Hasher(enabled=rest == ["sha256"]),
     }
     upload = {
         "s3": s3,
@@ -306,6 +303,8 @@ async def main(argv: list[str]) -> None:
         "azuretls": azure,
     }[target]
     async with aiohttp.ClientSession(auto_decompress=False) as http:
+        hasher = Hasher(enabled=rest == ["sha256"])
+        args["snapshot"] = Snapshot(http=http, url=url, hasher=hasher)
         t0 = await upload(http, args)
     print(json.dumps({"seconds": time.monotonic() - t0}))
 

@@ -12,11 +12,11 @@ same provider, measured in the same run against the same emulator. For each size
    path taken against AWS: parts with a CRC32 and unsigned payloads; azuretls = Azurite over
    HTTPS with a test CA, the path taken against Azure: no per-block MD5; gcschunks = GCS against
    a raw client that sends the executor's chunk size instead of one request), uploads it
-   twice, each time from an empty bucket, as a subprocess: the executor (``python -m
-   executor backup``: full verification, checksums, commit) and the raw client
-   (``executor_raw_upload.py``: the provider's own client, no verification). The order
-   alternates between runs (raw first in even runs), so drift of this shared machine falls
-   on both sides;
+   once per side, each time from an empty bucket, as a subprocess: the executor (``python
+   -m executor backup``: full verification, checksums, commit), the raw client
+   (``executor_raw_upload.py``: the provider's own client, no verification) and, with
+   ``--floor``, the floor (below). Each side goes first in turn from run to run, so drift of
+   this shared machine falls on all of them;
 4. reports medians over the runs: MiB/s of the transfer (first snapshot byte to upload
    complete, measured inside each process), CPU seconds (user + system) and peak RSS of
    that child alone (``os.wait4``); ``x`` is the median over runs of executor / raw within
@@ -28,7 +28,7 @@ over every byte (``executor_raw_upload.py ... sha256``), the least any inline ch
 snapshot against its ``SHA256SUMS`` costs (``state.bin`` is nearly every byte of the
 archive). ``floor x`` is floor / raw in the same run: a goal stated as a ratio to the raw
 client with "full verification on" is out of reach for ANY verifying uploader when it is
-below ``floor x``. The three sides rotate their order between runs.
+below ``floor x``.
 
 ``pre`` is the peak RSS held before the first snapshot byte (read from ``/proc`` when the
 child logs the stream's start): the interpreter, the libraries and the storage client, before
@@ -74,13 +74,19 @@ from devenv.storage import (  # noqa: E402
     MOTO_SECRET_KEY,
     azurite_connection_string,
 )
-from executor_bench_support import Child, FakeOpenBao, Stores, run_child  # noqa: E402
+from executor_bench_support import (  # noqa: E402
+    TLS_TARGETS,
+    Child,
+    FakeOpenBao,
+    Stores,
+    provider,
+    run_child,
+)
 
 from executor import contract  # noqa: E402
 from tests.executor.snapshots import write_big  # noqa: E402
 
 MiB = 1 << 20
-TLS_TARGETS = ("s3tls", "azuretls")
 RAW = str(Path(__file__).with_name("executor_raw_upload.py"))
 DONE_EVENTS = ("multipart upload completed", "block blob committed", "resumable upload completed")
 IMPORTS = {
@@ -104,12 +110,6 @@ class Sample:
 
 def _stamp(line: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(line["timestamp"]).timestamp()
-
-
-def provider(target: str) -> str:
-    """The executor's provider for a bench target (``s3tls``/``azuretls``: over HTTPS;
-    ``gcschunks``: GCS against a raw client that sends the executor's chunks)."""
-    return {"s3tls": "s3", "gcschunks": "gcs", "azuretls": "azure"}.get(target, target)
 
 
 def executor_env(

@@ -56,7 +56,7 @@ from devenv.controlplane import (
     binaries_dir,
 )
 from devenv.procs import Server, ServerError, free_port
-from devenv.realnode_containerd import Containerd, store_damaged
+from devenv.realnode_containerd import Containerd
 from devenv.realnode_images import LocalImage, cache_root, pause_image
 from devenv.realnode_journal import RUN_DIR, HostLock, Journal
 from devenv.realnode_kube import CGROUP_ROOT, node_ready, start_kube_proxy, start_kubelet
@@ -298,15 +298,14 @@ class RealNode:
         return imported
 
     def _import(self, archive: Path, ref: str) -> bool:
-        """Import; if that fails, wipe the image store once (it is a cache: a damaged store,
-        :func:`~devenv.realnode_containerd.store_damaged`, fails every later import), re-import
-        the sandbox image and try again. A second failure is raised."""
+        """Import; if that fails, wipe the image store once (it is a cache, and a damaged one
+        fails every later import: see :mod:`devenv.realnode_containerd`), re-import the sandbox
+        image and try again. A second failure is raised."""
         assert self.containerd is not None
         try:
             return self.containerd.import_image(archive, ref)
         except ServerError as exc:
-            damaged = "damaged" if store_damaged(str(exc)) else "possibly damaged"
-            _log(f"import of {ref} failed; wiping the {damaged} image store and retrying: {exc}")
+            _log(f"import of {ref} failed; wiping the image store and retrying: {exc}")
             self.containerd.wipe_store()
             self.containerd.import_image(self.pause.archive, self.pause.ref)
             return self.containerd.import_image(archive, ref)

@@ -17,10 +17,10 @@ Guarantees:
 * ``purge_containers()`` removes every container (and task) in ``k8s.io``: at stop, and at start
   for the records a crashed run left in the persistent metadata;
 * ``wipe_store()`` stops containerd, deletes the persistent root (it is a cache) and starts
-  clean; the caller re-imports what it needs. The real node does so when an import fails
-  (:func:`store_damaged` names the damage seen on this machine: containerd's metadata naming a
-  snapshot its snapshotter no longer has, after which every import of an image sharing that
-  layer failed).
+  clean; the caller re-imports what it needs. The real node does so when an import fails:
+  seen on this machine, containerd's metadata named a snapshot its snapshotter no longer had
+  ("parent snapshot ... does not exist"), and every import of an image sharing that layer
+  failed.
 
 Test/dev infrastructure, not product code.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import socket
 import subprocess
@@ -118,15 +117,6 @@ def config_toml(
             "",
         ]
     )
-
-
-#: containerd's words when its metadata and its snapshotter disagree about a layer.
-_DAMAGE = re.compile(r"snapshot \S+ does not exist")
-
-
-def store_damaged(message: str) -> bool:
-    """Whether a ``ctr`` error says the store's metadata and snapshots disagree."""
-    return _DAMAGE.search(message) is not None
 
 
 @dataclass

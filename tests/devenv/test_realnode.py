@@ -25,12 +25,7 @@ from devenv import realnode_net as net
 from devenv.controlplane import ControlPlane, binaries_dir
 from devenv.procs import ServerError
 from devenv.realnode import HOST_PATHS, SCRATCH, RealNode
-from devenv.realnode_containerd import (
-    Containerd,
-    archive_config_digest,
-    normalize_ref,
-    store_damaged,
-)
+from devenv.realnode_containerd import Containerd, archive_config_digest, normalize_ref
 from devenv.realnode_images import docker_archive, pause_image, probe_image
 from devenv.realnode_journal import JOURNAL, HostBusy
 from devenv.realnode_kube import CGROUP_ROOT
@@ -417,20 +412,6 @@ def test_docker_archives_are_reproducible(tmp_path: Path) -> None:
     digest, tags = archive_config_digest(tmp_path / "a.tar")
     assert tags == ["localhost/t:1"]
     assert digest.startswith("sha256:")
-
-
-def test_a_damaged_image_store_is_told_apart_from_other_import_failures() -> None:
-    # Seen on this machine: the persistent store named a base layer its snapshotter had lost,
-    # and every import of a new product image failed until the store was wiped.
-    seen = (
-        "ctr images import /c/product-7474112d6c0d8382.tar failed: ctr: failed to prepare "
-        'extraction snapshot "extract-976717911-dGGx sha256:bb73dab571a2": parent snapshot '
-        "sha256:4ca8c97f611a0317bc3de68aaa30f5a7c5d94d4e770b5cbe82a8858f3d3ca68f does not "
-        "exist: not found"
-    )
-    assert store_damaged(seen)
-    assert not store_damaged("ctr images import /c/x.tar failed: ctr: unexpected EOF")
-    assert not store_damaged("ctr: image docker.io/library/x:1 does not exist")
 
 
 def test_a_wiped_image_store_starts_empty_and_imports_again(tmp_path: Path) -> None:
